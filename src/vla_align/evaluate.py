@@ -1,0 +1,132 @@
+"""Retrieval evaluation on a held-out split (chapter 5.8), with a multi-positive protocol.
+
+Protocol (also written into metrics.json under ``retrieval/protocol``):
+  * samples: one (frame, instruction, next-T-action chunk) triplet per episode of the split, the
+    frame drawn uniformly from the episode with a fixed seed (``eval.frame``/``eval.seed``);
+  * galleries: per modality, the distinct items of those samples (identical frames, instruction
+    strings or action chunks are one gallery item, so exact duplicates never tie with themselves);
+  * relevance: a gallery item is relevant to a query item when the two occur together in at least
+    one sample (so "go to the red ball" is relevant to every frame of every episode with that
+    instruction);
+  * queries: every distinct item of the query modality; ``image+text`` queries are the distinct
+    (frame, instruction) pairs embedded as norm(z_V + z_L) (late fusion);
+  * metrics: R@K = hit rate (any relevant item in the top K), MRR, nDCG@10 with binary gains;
+    ties count at their expected value over random tie order; averaged over queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data.lerobot import FrameTable
+from .data.windows import ChunkSampler
+from .errors import ConfigError
+from .losses import group_positives, info_nce, mutual_information_bound
+from .model import TriModalModel
+from .modalities import PAIR_MODALITIES, PAIRS
+
+PROTOCOL = (
+    "one random frame per held-out episode (seeded); galleries = distinct items per modality; "
+    "relevant = co-occurs in a sample; R@K = hit rate; ties at expected value; "
+    "image+text query = norm(z_V + z_L)"
+)
+DIRECTIONS: tuple[tuple[str, str], ...] = (
+    ("image", "text"),
+    ("text", "image"),
+    ("image", "action"),
+    ("action", "image"),
+    ("text", "action"),
+    ("action", "text"),
+    ("image+text", "action"),
+)
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    frame: Literal["random", "first"] = "random"
+    seed: int = 0
+    ks: tuple[int, ...] = (1, 5, 10)
+    ndcg_k: int = 10
+    batch_size: int = 512
+    max_episodes: int = 0  # 0 = the whole split
+
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) < 1 or self.ndcg_k < 1:
+            raise ConfigError("eval.ks and eval.ndcg_k must be positive integers")
+        if self.batch_size < 1 or self.max_episodes < 0:
+            raise ConfigError("eval.batch_size must be >= 1 and eval.max_episodes >= 0")
+
+
+def _unique(keys: list[bytes] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """First index of each distinct key and, per sample, the index of its distinct key."""
+    first: dict[object, int] = {}
+    inverse = np.empty(len(keys), dtype=np.int64)
+    firsts: list[int] = []
+    for i, k in enumerate(keys):
+        j = first.setdefault(k, len(firsts))
+        if j == len(firsts):
+            firsts.append(i)
+        inverse[i] = j
+    return np.asarray(firsts, dtype=np.int64), inverse
+
+
+@torch.no_grad()
+def embed_samples(model: TriModalModel, sampler: ChunkSampler, rows: np.ndarray, batch_size: int) -> dict[str, Tensor]:
+    device = next(model.parameters()).device
+    model.eval()
+    parts: dict[str, list[Tensor]] = {"image": [], "text": [], "action": []}
+    for start in range(0, len(rows), batch_size):
+        batch = sampler.batch(rows[start : start + batch_size]).to(device)
+        emb = model(batch)
+        for m in parts:
+            parts[m].append(emb.get(m).float().cpu())  # type: ignore[arg-type]
+    return {m: torch.cat(v) for m, v in parts.items()}
+
+
+def evaluate_retrieval(model: TriModalModel, table: FrameTable, cfg: EvalConfig) -> dict[str, float | str]:
+    from .metrics import retrieval_scores
+
+    sampler = ChunkSampler(table, model.cfg.action.chunk_len)
+    rows = sampler.one_per_episode(cfg.seed, cfg.frame)
+    if cfg.max_episodes:
+        rows = rows[: cfg.max_episodes]
+    z = embed_samples(model, sampler, rows, cfg.batch_size)
+    z["image+text"] = F.normalize(z["image"] + z["text"], dim=-1)
+
+    batch = sampler.batch(rows)
+    keys: dict[str, list[bytes] | list[str]] = {
+        "image": [table.frames[r].tobytes() for r in rows],
+        "text": batch.text,
+        "action": [a.numpy().tobytes() + m.numpy().tobytes() for a, m in zip(batch.action, batch.action_mask, strict=True)],
+    }
+    keys["image+text"] = [i + t.encode() for i, t in zip(keys["image"], keys["text"], strict=True)]  # type: ignore[operator]
+    uniq = {m: _unique(k) for m, k in keys.items()}
+
+    out: dict[str, float | str] = {"retrieval/protocol": PROTOCOL, "retrieval/samples": float(len(rows))}
+    for q, g in DIRECTIONS:
+        (q_first, q_inv), (g_first, g_inv) = uniq[q], uniq[g]
+        relevance = torch.zeros(len(q_first), len(g_first), dtype=torch.bool)
+        relevance[torch.from_numpy(q_inv), torch.from_numpy(g_inv)] = True
+        scores = z[q][q_first] @ z[g][g_first].T  # (Q, G)
+        name = f"retrieval/{q}_to_{g}"
+        for metric, value in retrieval_scores(scores, relevance, cfg.ks, cfg.ndcg_k).items():
+            out[f"{name}/{metric}"] = value
+        out[f"{name}/queries"] = float(len(q_first))
+        out[f"{name}/gallery"] = float(len(g_first))
+
+    # InfoNCE mutual-information bound per pair over the whole eval set (chapter 5.6: I >= log N - L).
+    groups = batch.text_group
+    with torch.no_grad():
+        for pair in PAIRS:
+            a, b = PAIR_MODALITIES[pair]
+            positives = group_positives(groups) if "text" in (a, b) else None
+            loss = info_nce(z[a], z[b], model.logit_scale(pair).detach().cpu(), positives)
+            out[f"health/mi_bound/{pair}"] = mutual_information_bound(loss, len(rows))
+    return out

@@ -1,0 +1,69 @@
+"""The weighted tri-modal alignment objective (chapter 5.6):
+
+    L_align = λ_VL·L_V↔L + λ_LA·L_L↔A + λ_VA·L_V↔A      (defaults 1, 1, 0.5)
+
+with an optional pairwise-first curriculum (chapter 5.1): only V↔L for the first steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..modalities import PAIR_MODALITIES, PAIRS, Batch, Embeddings, Pair
+from .contrastive import group_positives, info_nce
+
+
+@dataclass
+class LossWeights:
+    image_text: float = 1.0
+    text_action: float = 1.0
+    image_action: float = 0.5
+
+    def __post_init__(self) -> None:
+        for pair in PAIRS:
+            if getattr(self, pair) < 0:
+                raise ConfigError(f"loss.weights.{pair} must be >= 0, got {getattr(self, pair)}")
+        if all(getattr(self, pair) == 0 for pair in PAIRS):
+            raise ConfigError("every loss weight is 0; give at least one pair a positive weight")
+
+
+@dataclass
+class LossConfig:
+    weights: LossWeights = field(default_factory=LossWeights)
+    pairwise_first_steps: int = 0  # curriculum: image_text alone for this many steps, then all pairs
+    shared_instruction_positives: bool = True  # samples with the same instruction are positives
+
+    def __post_init__(self) -> None:
+        if self.pairwise_first_steps < 0:
+            raise ConfigError("loss.pairwise_first_steps must be >= 0")
+
+
+class AlignmentLoss:
+    def __init__(self, cfg: LossConfig) -> None:
+        self.cfg = cfg
+
+    def active_pairs(self, step: int) -> tuple[Pair, ...]:
+        pairs = tuple(p for p in PAIRS if getattr(self.cfg.weights, p) > 0)
+        if step < self.cfg.pairwise_first_steps and "image_text" in pairs:
+            return ("image_text",)
+        return pairs
+
+    def __call__(self, emb: Embeddings, batch: Batch, logit_scale: dict[Pair, Tensor], step: int) -> dict[str, Tensor]:
+        """Unweighted per-pair InfoNCE values, keyed by pair name."""
+        text_pos = group_positives(batch.text_group) if self.cfg.shared_instruction_positives else None
+        losses: dict[str, Tensor] = {}
+        for pair in self.active_pairs(step):
+            a, b = PAIR_MODALITIES[pair]
+            positives = text_pos if "text" in (a, b) else None
+            losses[pair] = info_nce(emb.get(a), emb.get(b), logit_scale[pair], positives)
+        return losses
+
+    def weights(self, losses: dict[str, Tensor]) -> dict[str, float]:
+        return {name: float(getattr(self.cfg.weights, name)) for name in losses}
+
+    def total(self, losses: dict[str, Tensor]) -> Tensor:
+        w = self.weights(losses)
+        return sum((w[name] * value for name, value in losses.items()), start=next(iter(losses.values())) * 0)

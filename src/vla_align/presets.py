@@ -1,0 +1,67 @@
+"""Named whole configurations. A preset is a plain Python function returning a RunConfig."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .data.source import DataConfig
+from .encoders import ImageEncoderConfig, TextEncoderConfig
+from .evaluate import EvalConfig
+from .losses import LossConfig
+from .model import ModelConfig
+from .registry import Registry
+from .train import TrainConfig
+
+
+@dataclass
+class RunConfig:
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+PRESETS: Registry[Callable[[], RunConfig]] = Registry("preset")
+
+
+@PRESETS.register("tiny")
+def tiny() -> RunConfig:
+    """Seconds on CPU; for tests and smoke checks. Trainable text encoder, no downloads, no MiniLM."""
+    return RunConfig(
+        preset="tiny",
+        data=DataConfig(train_episodes=24, val_episodes=8, test_episodes=12, image_size=28),
+        model=ModelConfig(
+            embed_dim=32,
+            image=ImageEncoderConfig(channels=(8, 16), strides=(2, 2), pool=2, feature_dim=32),
+            text=TextEncoderConfig(backbone="scratch", feature_dim=32, word_dim=16, vocab_buckets=256),
+        ),
+        train=TrainConfig(steps=20, batch_size=16, warmup_steps=2, log_every=5, checkpoint_every=10, augment_shift=0),
+        eval=EvalConfig(batch_size=64),
+    )
+
+
+@PRESETS.register("babyai-quick")
+def babyai_quick() -> RunConfig:
+    """The `make demo` job: GoToLocal, 5k training demos, ~8 minutes of CPU training."""
+    return RunConfig(
+        preset="babyai-quick",
+        data=DataConfig(levels=("GoToLocal",), train_episodes=5000, val_episodes=500, test_episodes=1000),
+        train=TrainConfig(steps=2500, batch_size=256, lr=1e-3, warmup_steps=150, checkpoint_every=500),
+    )
+
+
+@PRESETS.register("babyai")
+def babyai() -> RunConfig:
+    """Full-quality GoToLocal alignment: 10k demos, longer schedule."""
+    return RunConfig(
+        preset="babyai",
+        data=DataConfig(levels=("GoToLocal",), train_episodes=10000, val_episodes=1000, test_episodes=1000),
+        train=TrainConfig(steps=8000, batch_size=256, lr=1e-3, warmup_steps=300, checkpoint_every=1000),
+    )
+
+
+def get_preset(name: str) -> RunConfig:
+    return PRESETS.get(name)()

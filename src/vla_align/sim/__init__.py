@@ -1,0 +1,1 @@
+"""Simulators: demonstration generators and closed-loop evaluation environments."""

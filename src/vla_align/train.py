@@ -1,0 +1,196 @@
+"""One straight training loop: sample -> encode -> per-pair InfoNCE -> weighted sum -> AdamW.
+
+Deterministic on CPU for a given seed: batch k is drawn from ``default_rng([seed, k])``, so a
+resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from . import atomic, checkpoint
+from . import config as config_lib
+from .data.lerobot import read_dataset
+from .data.windows import ChunkSampler
+from .encoders.image import random_shift
+from .errors import ConfigError, UserError
+from .losses import AlignmentLoss, mutual_information_bound
+from .model import TriModalModel
+from .modalities import PAIRS, Pair
+from .progress import console, progress_bar
+
+if TYPE_CHECKING:
+    from .presets import RunConfig
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    temperature_lr: float = 1e-3  # own optimizer group; the chapter caps it at 1e-3
+    grad_clip: float = 1.0
+    augment_shift: int = 4  # random-shift augmentation in pixels (0 = off)
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2:
+            raise ConfigError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
+        if not 0 < self.lr <= 1.0:
+            raise ConfigError(f"train.lr must be in (0, 1], got {self.lr}")
+        if not 0 <= self.temperature_lr <= 1e-3:
+            raise ConfigError(f"train.temperature_lr must be in [0, 1e-3] (chapter 5 checklist), got {self.temperature_lr}")
+        if self.warmup_steps < 0 or self.log_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("train.warmup_steps >= 0, log_every >= 1 and checkpoint_every >= 1 are required")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA GPU is visible; use --train.device auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: TriModalModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    groups = model.parameter_groups()
+    return torch.optim.AdamW(
+        [
+            {"params": groups["decay"], "weight_decay": cfg.weight_decay, "lr": cfg.lr, "base_lr": cfg.lr},
+            {"params": groups["no_decay"], "weight_decay": 0.0, "lr": cfg.lr, "base_lr": cfg.lr},
+            {"params": groups["temperature"], "weight_decay": 0.0, "lr": cfg.temperature_lr, "base_lr": cfg.temperature_lr},
+        ],
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+
+
+def build_model(cfg: RunConfig, dataset_info: dict[str, Any]) -> TriModalModel:
+    from .data.episode import ActionSpec
+
+    spec = ActionSpec.from_dict(dataset_info["vla_align"]["action_spec"])
+    return cfg.model.build(spec)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """On resume, drop log lines written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= last_step]
+    atomic.write_text(path, "".join(line + "\n" for line in kept))
+
+
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
+    """Train the tri-modal encoders; writes config.json, metrics.jsonl and checkpoint/ into ``run_dir``."""
+    ckpt_dir = run_dir / "checkpoint"
+    if not resume and (ckpt_dir / checkpoint.MODEL_FILE).exists():
+        raise UserError(f"{run_dir} already holds a trained run; pass --resume to continue it or choose another --out")
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+
+    data_path = cfg.data.resolved_path()
+    table = read_dataset(data_path, split="train")
+    model = build_model(cfg, table.info).to(device)
+    cfg.model.text.backbone = model.text_backbone  # record the resolved choice ("auto" -> name)
+    sampler = ChunkSampler(table, cfg.model.action.chunk_len)
+    objective = AlignmentLoss(cfg.loss)
+    optimizer = make_optimizer(model, cfg.train)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    extra = {"dataset": {"path": str(data_path), "info": table.info["vla_align"], "image_shape": list(table.image_shape)}}
+    config_lib.save(cfg, run_dir / "config.json", **extra)
+    metrics_path = run_dir / "metrics.jsonl"
+
+    start = 0
+    if resume:
+        state = checkpoint.load_train_state(ckpt_dir)
+        if state is None:
+            raise UserError(f"{ckpt_dir}: no train_state.pt to resume from; start a new run instead")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        _truncate_metrics(metrics_path, start)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    )
+    model.train()
+    seen, t0 = 0, time.perf_counter()
+    with progress_bar("train", cfg.train.steps) as bar, metrics_path.open("a") as log:
+        bar.update(bar.task_ids[0], completed=start)
+        for step in range(start, cfg.train.steps):
+            rng = np.random.default_rng([cfg.train.seed, step])
+            batch = sampler.sample(rng, cfg.train.batch_size)
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            batch.image = random_shift(batch.image, cfg.train.augment_shift, gen)
+            batch = batch.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor(step, cfg.train)
+
+            with autocast:
+                emb = model(batch)
+            scales: dict[Pair, torch.Tensor] = {p: model.logit_scale(p) for p in PAIRS}
+            losses = objective(emb, batch, scales, step)
+            total = objective.total(losses)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            seen += len(batch)
+
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                rate = seen / (time.perf_counter() - t0)
+                record: dict[str, Any] = {"step": done, "loss/total": float(total.detach()), "lr": optimizer.param_groups[0]["lr"]}
+                for name, value in losses.items():
+                    record[f"loss/{name}"] = float(value.detach())
+                    record[f"health/mi_bound/{name}"] = mutual_information_bound(value, len(batch))
+                    record[f"temperature/{name}"] = 1.0 / float(scales[name])  # type: ignore[index]
+                record["grad_norm"] = float(grad_norm)
+                record["samples_per_s"] = rate
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.update(bar.task_ids[0], info=f"loss {float(total.detach()):.3f}  {rate:.0f} samples/s")
+            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
+                save_checkpoint(model, optimizer, done, ckpt_dir)
+            bar.update(bar.task_ids[0], advance=1)
+    console.print(f"trained {cfg.train.steps} steps; checkpoint in {ckpt_dir}")
+    return model
+
+
+def save_checkpoint(model: TriModalModel, optimizer: torch.optim.Optimizer, step: int, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    # train_state.pt carries its own copy of the weights, so each file is self-consistent even
+    # if the process dies between the two atomic writes.
+    checkpoint.save_train_state(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, directory
+    )
+    checkpoint.save_weights(model, directory)
