@@ -78,11 +78,15 @@ def main() -> None:
     dt = (time.perf_counter() - t0) / args.steps
     peak = matmul_peak(device)
     achieved = flops / dt / 1e9
-    print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {device}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {device}, torch {torch.__version__}"
+    )
     print(f"preset {args.preset}: batch {b}, image {s}px, D={cfg.model.embed_dim}, {args.steps} timed steps")
     print("| step ms | samples/s | GFLOP/step | achieved GFLOP/s | matmul peak GFLOP/s | ratio |")
     print("|---:|---:|---:|---:|---:|---:|")
-    print(f"| {dt * 1e3:.1f} | {b / dt:.0f} | {flops / 1e9:.2f} | {achieved:.1f} | {peak:.1f} | {achieved / peak:.2f} |")
+    print(
+        f"| {dt * 1e3:.1f} | {b / dt:.0f} | {flops / 1e9:.2f} | {achieved:.1f} | {peak:.1f} | {achieved / peak:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def episode(seed: int, size: int = 28, continuous: bool = False) -> Episode:
     )
 
 
-def write_synthetic(path: Path, n_train: int = 24, n_val: int = 8, n_test: int = 12, continuous: bool = False,
-                    size: int = 28) -> Path:
+def write_synthetic(
+    path: Path, n_train: int = 24, n_val: int = 8, n_test: int = 12, continuous: bool = False, size: int = 28
+) -> Path:
     counts = {"train": n_train, "val": n_val, "test": n_test}
     splits, start = {}, 0
     for name, n in counts.items():

@@ -34,7 +34,13 @@ def load_weights(module: torch.nn.Module, directory: Path) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{path}: unreadable checkpoint ({exc}); retrain or restore the file") from None
-    missing, unexpected = module.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise UserError(
+            f"{path}: does not match the model built from config.json ({first}); was the config edited?"
+        ) from None
     if missing or unexpected:
         raise UserError(
             f"{path}: does not match the model built from config.json "

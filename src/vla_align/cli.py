@@ -19,12 +19,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--data` must never match `--data.path`
+        super().__init__(*args, **kwargs)
+
 
 def _run_config(args: argparse.Namespace) -> Any:
     from .presets import RunConfig, get_preset
 
     if getattr(args, "config", None):
-        cfg = config_lib.from_dict(RunConfig, {k: v for k, v in config_lib.load_json(args.config).items() if k != "dataset"})
+        cfg = config_lib.from_dict(
+            RunConfig, {k: v for k, v in config_lib.load_json(args.config).items() if k != "dataset"}
+        )
     else:
         cfg = get_preset(args.preset)
     cfg = config_lib.apply_flags(cfg, args)
@@ -77,9 +83,18 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     model, _ = load_model(run_dir)
     data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
     table = read_dataset(data_path, split=cfg.eval.split)
-    metrics = evaluate_retrieval(model, table, cfg.eval)
+    metrics: dict[str, Any] = dict(evaluate_retrieval(model, table, cfg.eval))
+    if args.episodes is not None:
+        cfg.eval.sim.episodes = args.episodes
+    if cfg.eval.sim.episodes and model.policy is not None:
+        from .sim.evaluate import evaluate_policy
+
+        sim_table = table if cfg.eval.sim.split == cfg.eval.split else read_dataset(data_path, split=cfg.eval.sim.split)
+        metrics.update(evaluate_policy(model, sim_table, cfg.eval.sim))
+    elif args.episodes:
+        raise UserError(f"{run_dir}: --episodes needs a run trained with a policy (--model.policy.enabled true)")
     merged = update_metrics(run_dir, metrics)
-    print_summary(merged)
+    print_summary(merged, cfg.eval.split)
     return merged
 
 
@@ -94,20 +109,21 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
             raise UserError(f"{run_dir} is not empty; pass --overwrite to replace that run or choose another --out")
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    path = ensure_dataset(cfg.data)
+    # --data names an existing dataset (checked when read); otherwise generate the preset's one.
+    path = Path(args.data) if args.data else ensure_dataset(cfg.data)
     cfg.data.path = str(path)
     train(cfg, run_dir)
-    cmd_eval(argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None))
+    cmd_eval(argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None, episodes=None))
     print(f"pipeline finished in {time.perf_counter() - t0:.0f} s; metrics in {run_dir / 'metrics.json'}")
 
 
-def print_summary(metrics: dict[str, Any]) -> None:
+def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
     from rich.console import Console
     from rich.table import Table
 
     from .evaluate import DIRECTIONS
 
-    table = Table(title="retrieval (held-out split)")
+    table = Table(title=f"retrieval ({split} split)")
     cols = ["R@1", "R@5", "R@10", "MRR", "nDCG@10"]
     table.add_column("direction")
     table.add_column("queries", justify="right")
@@ -119,6 +135,18 @@ def print_summary(metrics: dict[str, Any]) -> None:
             row = [f"{metrics[f'{key}/{c}']:.3f}" for c in cols]
             table.add_row(f"{q} -> {g}", f"{metrics[f'{key}/queries']:.0f}", *row)
     Console().print(table)
+    if "sim/success_rate" in metrics:
+        sim = Table(title=f"closed loop ({metrics['sim/episodes']:.0f} held-out episodes)")
+        for c in ("condition", "success", "SPL", "mean steps"):
+            sim.add_column(c, justify="right")
+        for name, prefix in [
+            ("real", "sim"),
+            ("shuffled text", "ablation/shuffle_text/sim"),
+            ("shuffled image", "ablation/shuffle_image/sim"),
+        ]:
+            if f"{prefix}/success_rate" in metrics:
+                sim.add_row(name, *(f"{metrics[f'{prefix}/{m}']:.3f}" for m in ("success_rate", "spl", "mean_steps")))
+        Console().print(sim)
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -175,13 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run on its held-out split")
     p.add_argument("--run", required=True)
     p.add_argument("--split", default=None)
-    p.add_argument("--max-episodes", type=int, default=None)
+    p.add_argument("--max-episodes", type=int, default=None, help="retrieval: at most this many episodes")
+    p.add_argument("--episodes", type=int, default=None, help="closed-loop episodes in the simulator (policy runs)")
     p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("pipeline", help="data -> train -> eval in one go")
     run_args(p)
     p.add_argument("--out", required=True)
+    p.add_argument("--data", help="use this existing dataset instead of generating the preset's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=cmd_pipeline)
 

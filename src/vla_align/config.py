@@ -108,7 +108,7 @@ def _flag(path: str) -> str:
 def _leaves(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for name, tp in _field_types(cls).items():
-        if name not in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        if name not in {f.name for f in dataclasses.fields(cls)}:
             continue
         path = f"{prefix}{name}"
         if _is_dataclass_type(tp):

@@ -16,7 +16,7 @@ Protocol (also written into metrics.json under ``retrieval/protocol``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -28,8 +28,9 @@ from .data.lerobot import FrameTable
 from .data.windows import ChunkSampler
 from .errors import ConfigError
 from .losses import group_positives, info_nce, mutual_information_bound
-from .model import TriModalModel
 from .modalities import PAIR_MODALITIES, PAIRS
+from .model import TriModalModel
+from .sim.evaluate import SimConfig
 
 PROTOCOL = (
     "one random frame per held-out episode (seeded); galleries = distinct items per modality; "
@@ -56,6 +57,7 @@ class EvalConfig:
     ndcg_k: int = 10
     batch_size: int = 512
     max_episodes: int = 0  # 0 = the whole split
+    sim: SimConfig = field(default_factory=SimConfig)  # closed-loop rollouts (runs with a policy)
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1 or self.ndcg_k < 1:
@@ -64,7 +66,7 @@ class EvalConfig:
             raise ConfigError("eval.batch_size must be >= 1 and eval.max_episodes >= 0")
 
 
-def _unique(keys: list[bytes] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _unique(keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """First index of each distinct key and, per sample, the index of its distinct key."""
     first: dict[object, int] = {}
     inverse = np.empty(len(keys), dtype=np.int64)
@@ -86,7 +88,7 @@ def embed_samples(model: TriModalModel, sampler: ChunkSampler, rows: np.ndarray,
         batch = sampler.batch(rows[start : start + batch_size]).to(device)
         emb = model(batch)
         for m in parts:
-            parts[m].append(emb.get(m).float().cpu())  # type: ignore[arg-type]
+            parts[m].append(emb.get(m).float().cpu())
     return {m: torch.cat(v) for m, v in parts.items()}
 
 
@@ -101,12 +103,15 @@ def evaluate_retrieval(model: TriModalModel, table: FrameTable, cfg: EvalConfig)
     z["image+text"] = F.normalize(z["image"] + z["text"], dim=-1)
 
     batch = sampler.batch(rows)
-    keys: dict[str, list[bytes] | list[str]] = {
-        "image": [table.frames[r].tobytes() for r in rows],
-        "text": batch.text,
-        "action": [a.numpy().tobytes() + m.numpy().tobytes() for a, m in zip(batch.action, batch.action_mask, strict=True)],
+    image_keys = [table.frames[r].tobytes() for r in rows]
+    keys: dict[str, list[bytes]] = {
+        "image": image_keys,
+        "text": [t.encode() for t in batch.text],
+        "action": [
+            a.numpy().tobytes() + m.numpy().tobytes() for a, m in zip(batch.action, batch.action_mask, strict=True)
+        ],
+        "image+text": [i + b"\0" + t.encode() for i, t in zip(image_keys, batch.text, strict=True)],
     }
-    keys["image+text"] = [i + t.encode() for i, t in zip(keys["image"], keys["text"], strict=True)]  # type: ignore[operator]
     uniq = {m: _unique(k) for m, k in keys.items()}
 
     out: dict[str, float | str] = {"retrieval/protocol": PROTOCOL, "retrieval/samples": float(len(rows))}

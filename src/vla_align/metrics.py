@@ -19,12 +19,16 @@ concerned (g items, r of them relevant, p items strictly above it):
 * nDCG: every position of a tie group carries the group's mean gain r / g.
 
 Queries without any relevant item are excluded from the means (their per-query values are NaN).
-Everything is computed in float64 on the CPU and vectorised over queries.
+Scores are compared in their own dtype (float32 or float64, exact); the statistics are float64. Only
+the top max(ks, ndcg_k) items of each row are sorted (``torch.topk``); everything is vectorised over
+queries on the CPU, and the tie formulas run only where tie groups actually mix relevant and
+irrelevant items.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -43,7 +47,7 @@ def retrieval_scores(
     Raises ValueError when no query has any relevant item.
     """
     per_query = retrieval_per_query(scores, relevance, ks, ndcg_k)
-    valid = relevance.detach().to("cpu").any(dim=1)
+    valid = ~torch.isnan(per_query["MRR"])  # NaN exactly for queries without a relevant item
     if not bool(valid.any()):
         raise ValueError("no query has any relevant item; retrieval metrics are undefined")
     return {name: float(values[valid].mean()) for name, values in per_query.items()}
@@ -62,18 +66,20 @@ def retrieval_per_query(
     s, rel = _check_inputs(scores, relevance, ks, ndcg_k)
     num_q, num_g = s.shape
     nan = torch.full((num_q,), float("nan"), dtype=torch.float64)
-    valid = rel.any(dim=1)
     out: dict[str, Tensor] = {f"R@{k}": nan.clone() for k in ks}
     out["MRR"] = nan.clone()
     out[f"nDCG@{ndcg_k}"] = nan.clone()
+    n_rel = _count(rel).long()
+    valid = n_rel > 0
     if not bool(valid.any()):
         return out
+    if not bool(valid.all()):
+        s, rel, n_rel = s[valid], rel[valid], n_rel[valid]
 
-    s, rel = s[valid], rel[valid]
-    groups = _tie_groups(s, rel)
-    values: dict[str, Tensor] = {f"R@{k}": _hit_rate(groups, min(k, num_g)) for k in ks}
-    values["MRR"] = _reciprocal_rank(groups)
-    values[f"nDCG@{ndcg_k}"] = _ndcg(groups, min(ndcg_k, num_g))
+    top = _top_groups(s, rel, n_rel, min(max([*ks, ndcg_k]), num_g))
+    values: dict[str, Tensor] = {f"R@{k}": _hit_rate(top, min(k, num_g)) for k in ks}
+    values["MRR"] = _reciprocal_rank(s, rel, top)
+    values[f"nDCG@{ndcg_k}"] = _ndcg(top, min(ndcg_k, num_g))
     for name, v in values.items():
         out[name][valid] = v
     return out
@@ -91,91 +97,125 @@ def _check_inputs(scores: Tensor, relevance: Tensor, ks: Sequence[int], ndcg_k: 
     for k in (*ks, ndcg_k):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"cut-offs must be positive integers, got {k!r}")
-    s = scores.detach().to("cpu", torch.float64)
+    s = scores.detach().to("cpu")
+    # Comparisons are exact in float32/float64; other dtypes convert exactly to float64.
+    if s.dtype not in (torch.float32, torch.float64):
+        s = s.to(torch.float64)
     if bool(torch.isnan(s).any()):
         raise ValueError("scores contain NaN")
     return s, relevance.detach().to("cpu")
 
 
-class _Groups:
-    """Rows sorted by descending score, with per-position tie-group statistics (all (Q, G))."""
+@dataclass
+class _TopGroups:
+    """The top ``k`` items of each row by score with their tie groups' statistics, all (Q, k).
 
-    def __init__(self, rel_sorted: Tensor, start: Tensor, size: Tensor, group_rel: Tensor, rel_before: Tensor):
-        self.rel_sorted = rel_sorted  # bool, relevance in sorted order
-        self.start = start  # int64, index of the first position of this position's tie group (= items above)
-        self.size = size  # float64, size g of the tie group
-        self.group_rel = group_rel  # float64, relevant items r in the tie group
-        self.rel_before = rel_before  # float64, relevant items strictly above the tie group
+    Tie groups are counted over the whole row, so a group straddling the cut-off k has its full size.
+    """
+
+    rel: Tensor  # bool, relevance in descending-score order
+    start: Tensor  # int64, items strictly above this position's tie group
+    size: Tensor  # float64, size g of the tie group
+    group_rel: Tensor  # float64, relevant items r in the tie group
+    rel_above: Tensor  # float64, relevant items strictly above the tie group
+    n_rel: Tensor  # (Q,) int64, relevant items in the whole row
 
 
-def _tie_groups(s: Tensor, rel: Tensor) -> _Groups:
+def _top_groups(s: Tensor, rel: Tensor, n_rel: Tensor, k: int) -> _TopGroups:
     num_q, num_g = s.shape
-    sorted_s, order = torch.sort(s, dim=1, descending=True, stable=True)
-    rel_sorted = torch.gather(rel, 1, order)
-    pos = torch.arange(num_g).expand(num_q, num_g)
-    new_group = torch.ones_like(rel_sorted)
-    new_group[:, 1:] = sorted_s[:, 1:] != sorted_s[:, :-1]
+    n = min(k + 1, num_g)  # one extra column tells whether the group at position k-1 continues past k
+    vals, idx = torch.topk(s, n, dim=1, largest=True, sorted=True)
+    rel_top = torch.gather(rel, 1, idx)
+    pos = torch.arange(n).expand(num_q, n)
+    new_group = torch.ones_like(rel_top)
+    new_group[:, 1:] = vals[:, 1:] != vals[:, :-1]
     start = torch.where(new_group, pos, torch.zeros_like(pos)).cummax(dim=1).values
-    gid = new_group.long().cumsum(dim=1) - 1  # group id per position, 0..n_groups-1
-    rel_f = rel_sorted.double()
-    size = torch.zeros(num_q, num_g, dtype=torch.float64).scatter_add_(1, gid, torch.ones_like(rel_f))
-    group_rel = torch.zeros(num_q, num_g, dtype=torch.float64).scatter_add_(1, gid, rel_f)
-    rel_excl = rel_f.cumsum(dim=1) - rel_f  # relevant items strictly before each position
-    return _Groups(
-        rel_sorted=rel_sorted,
-        start=start,
-        size=torch.gather(size, 1, gid),
-        group_rel=torch.gather(group_rel, 1, gid),
-        rel_before=torch.gather(rel_excl, 1, start),
+    gid = new_group.long().cumsum(dim=1) - 1  # group id per position
+    rel_f = rel_top.double()
+    size = torch.zeros(num_q, n, dtype=torch.float64).scatter_add_(1, gid, torch.ones_like(rel_f))
+    group_rel = torch.zeros(num_q, n, dtype=torch.float64).scatter_add_(1, gid, rel_f)
+    size, group_rel = torch.gather(size, 1, gid), torch.gather(group_rel, 1, gid)
+    rel_before = rel_f.cumsum(dim=1) - rel_f
+    rel_above = torch.gather(rel_before, 1, start)
+    if n > k:
+        spill = (vals[:, k] == vals[:, k - 1]).nonzero().squeeze(1)  # rows whose tie group crosses the list's end
+        if len(spill):
+            boundary = vals[spill, k - 1 : k]
+            at = s[spill] == boundary
+            in_group = vals[spill] == boundary
+            full_size = _count(at, keepdim=True).expand(-1, n)
+            full_rel = _count(at & rel[spill], keepdim=True).expand(-1, n)
+            size[spill] = torch.where(in_group, full_size, size[spill])
+            group_rel[spill] = torch.where(in_group, full_rel, group_rel[spill])
+    return _TopGroups(
+        rel=rel_top[:, :k],
+        start=start[:, :k],
+        size=size[:, :k],
+        group_rel=group_rel[:, :k],
+        rel_above=rel_above[:, :k],
+        n_rel=n_rel,
     )
 
 
-def _log_comb(n: Tensor, k: Tensor) -> Tensor:
-    """log C(n, k) for 0 <= k <= n (float64)."""
-    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+def _count(mask: Tensor, keepdim: bool = False) -> Tensor:
+    """Row-wise count of True values as float64 (summing bytes is much cheaper than bool -> int64)."""
+    return mask.view(torch.uint8).sum(dim=1, keepdim=keepdim, dtype=torch.int32).double()
 
 
-def _hit_rate(gr: _Groups, k: int) -> Tensor:
-    """P(some relevant item in the top k), k <= G, for every (valid) query."""
-    idx = k - 1  # the last position inside the top k decides which tie group straddles the cut
-    p = gr.start[:, idx].double()
-    g, r = gr.size[:, idx], gr.group_rel[:, idx]
-    slots = k - p  # 1..g positions of this group fall inside the top k
-    # P(no relevant item of the group among the `slots` drawn) = C(g - r, slots) / C(g, slots).
-    possible = (g - r) >= slots
-    miss = torch.where(
-        possible,
-        torch.exp(_log_comb((g - r).clamp(min=slots), slots) - _log_comb(g, slots)),
-        torch.zeros_like(g),
-    )
-    miss = torch.where(r == 0, torch.ones_like(miss), miss)
-    return torch.where(gr.rel_before[:, idx] > 0, torch.ones_like(miss), 1.0 - miss)
+def _hit_rate(top: _TopGroups, k: int) -> Tensor:
+    """P(some relevant item in the top k), k <= list length, for every query."""
+    idx = k - 1  # the group at the last position inside the top k is the one straddling the cut
+    g, r = top.size[:, idx], top.group_rel[:, idx]
+    slots = k - top.start[:, idx].double()  # 1..g positions of this group fall inside the top k
+    hit = ((top.rel_above[:, idx] > 0) | (r > 0)).double()  # certain, or possible via the straddling group
+    # Random draw of `slots` of the group's g items: P(none of its r relevant ones) = C(g-r, s) / C(g, s)
+    # = prod_{i<s} (g-r-i) / (g-i); only partial groups that mix relevant and irrelevant items need it.
+    mixed = (top.rel_above[:, idx] == 0) & (r > 0) & (r < g) & (slots < g) & (slots <= g - r)
+    if bool(mixed.any()):
+        gm, rm, sm = g[mixed, None], r[mixed, None], slots[mixed, None]
+        i = torch.arange(int(sm.max()), dtype=torch.float64)[None, :]
+        factors = torch.where(i < sm, (gm - rm - i) / (gm - i), torch.ones_like(i))
+        hit[mixed] = 1.0 - factors.prod(dim=1)
+    return hit
 
 
-def _reciprocal_rank(gr: _Groups) -> Tensor:
-    """E[1 / rank of the first relevant item] for every (valid) query."""
-    first = gr.rel_sorted.long().argmax(dim=1, keepdim=True)  # a position inside the first relevant group
-    p = torch.gather(gr.start, 1, first).squeeze(1).double()
-    g = torch.gather(gr.size, 1, first).squeeze(1)
-    r = torch.gather(gr.group_rel, 1, first).squeeze(1)
-    rr = 1.0 / (p + 1.0)  # exact when the group holds only relevant items (incl. untied)
+def _reciprocal_rank(s: Tensor, rel: Tensor, top: _TopGroups) -> Tensor:
+    """E[1 / rank of the first relevant item] for every query (each has a relevant item)."""
+    num_q = len(s)
+    p = torch.empty(num_q, dtype=torch.float64)
+    g, r = torch.empty_like(p), torch.empty_like(p)
+    # Queries with a relevant item in the top list: its tie-group statistics are already exact there.
+    hit = top.rel.any(dim=1)
+    first = top.rel.long().argmax(dim=1, keepdim=True)[hit]
+    p[hit] = torch.gather(top.start[hit], 1, first).squeeze(1).double()
+    g[hit] = torch.gather(top.size[hit], 1, first).squeeze(1)
+    r[hit] = torch.gather(top.group_rel[hit], 1, first).squeeze(1)
+    # The others: locate the best-scored relevant item's tie group over the whole row.
+    miss = ~hit
+    if bool(miss.any()):
+        s_m, rel_m = s[miss], rel[miss]
+        best = s_m.masked_fill(~rel_m, float("-inf")).amax(dim=1, keepdim=True)
+        at = s_m == best
+        p[miss] = _count(s_m > best)
+        g[miss] = _count(at)
+        r[miss] = _count(at & rel_m)
+    rr = 1.0 / (p + 1.0)  # exact when the group holds only relevant items (e.g. no tie)
     mixed = g > r
-    if bool(mixed.any()):  # tie groups mixing relevant and irrelevant items: sum over the first hit's offset
+    if bool(mixed.any()):
+        # The group's first relevant item is its k-th item (k = 1..g-r+1) with probability
+        # w_k = C(g-k, r-1) / C(g, r): w_1 = r/g, w_{k+1} = w_k (g-r-k+1) / (g-k).
         pm, gm, rm = p[mixed, None], g[mixed, None], r[mixed, None]
-        offset = torch.arange(1, int((gm - rm).max()) + 2, dtype=torch.float64)[None, :]  # k = 1..g-r+1
-        ok = offset <= gm - rm + 1
-        k = torch.where(ok, offset, torch.ones_like(offset))
-        log_p = _log_comb(gm - k, rm - 1) - _log_comb(gm, rm)  # P(first relevant of the group is k-th)
-        terms = torch.where(ok, torch.exp(log_p) / (pm + k), torch.zeros_like(log_p))
-        rr[mixed] = terms.sum(dim=1)
+        k = torch.arange(1, int((gm - rm).max()) + 2, dtype=torch.float64)[None, :]
+        ok = k <= gm - rm + 1
+        step = torch.where(ok[:, 1:], (gm - rm - k[:, :-1] + 1) / (gm - k[:, :-1]), torch.zeros_like(k[:, 1:]))
+        w = torch.cat([rm / gm, step], dim=1).cumprod(dim=1)  # 0 beyond k = g-r+1
+        rr[mixed] = (w / (pm + k)).sum(dim=1)
     return rr
 
 
-def _ndcg(gr: _Groups, k: int) -> Tensor:
-    """Tie-averaged nDCG@k with binary gains, k <= G, for every (valid) query."""
+def _ndcg(top: _TopGroups, k: int) -> Tensor:
+    """Tie-averaged nDCG@k with binary gains, k <= list length, for every query."""
     discount = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)  # (k,)
-    mean_gain = gr.group_rel[:, :k] / gr.size[:, :k]  # expected gain at each position
+    mean_gain = top.group_rel[:, :k] / top.size[:, :k]  # expected gain at each position
     dcg = (mean_gain * discount).sum(dim=1)
-    n_rel = gr.rel_sorted.sum(dim=1).clamp(max=k)  # >= 1 for valid queries
-    ideal = discount.cumsum(dim=0)[n_rel - 1]
-    return dcg / ideal
+    return dcg / discount.cumsum(dim=0)[top.n_rel.clamp(max=k) - 1]

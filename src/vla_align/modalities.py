@@ -40,6 +40,7 @@ class Batch:
     text_group: Tensor  # (B,) int64
     episode: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,)
     frame: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,)
+    prev_action: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,) id, -1 = none
 
     def __len__(self) -> int:
         return len(self.text)
@@ -53,6 +54,7 @@ class Batch:
             text_group=self.text_group.to(device, non_blocking=True),
             episode=self.episode.to(device),
             frame=self.frame.to(device),
+            prev_action=self.prev_action.to(device),
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,9 @@ from .encoders import (
     TextEncoderConfig,
 )
 from .errors import ConfigError
+from .fusion import FusionDims, FusionInputs
 from .modalities import PAIRS, Batch, Embeddings, Modality, Pair
+from .policy import Policy, PolicyConfig
 
 
 @dataclass
@@ -33,6 +36,7 @@ class ModelConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     action: ActionEncoderConfig = field(default_factory=ActionEncoderConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
     learn_temperature: bool = True
@@ -52,7 +56,10 @@ class ModelConfig:
 
 
 def projection(in_dim: int, out_dim: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+    """Encoder features -> Z (before normalisation). The encoders end in a linear layer and the
+    head starts with LayerNorm, so embeddings are not crowded into one cone at initialisation
+    (a crowded start sits on the collapsed saddle of InfoNCE for hundreds of steps)."""
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
 
 class TriModalModel(nn.Module):
@@ -71,11 +78,22 @@ class TriModalModel(nn.Module):
                 "action": projection(self.action_encoder.out_dim, d),
             }
         )
+        self.policy: Policy | None = None
+        if cfg.policy.enabled:
+            dims = FusionDims(
+                patch_channels=self.image_encoder.patch_dim,
+                image_dim=self.image_encoder.out_dim,
+                text_dim=self.text_encoder.out_dim,
+                token_dim=self.text_encoder.token_dim,
+                hidden=cfg.policy.hidden,
+                film_channels=cfg.policy.film_channels,
+            )
+            self.policy = Policy(cfg.policy, action_spec, dims)
         init = torch.full((len(PAIRS),), math.log(1.0 / cfg.init_temperature))
         self.log_logit_scale = nn.Parameter(init, requires_grad=cfg.learn_temperature)  # (3,) one per pair
 
     @property
-    def text_backbone(self) -> str:
+    def text_backbone(self) -> Literal["minilm", "scratch"]:
         return self.text_encoder.backbone_name
 
     def logit_scale(self, pair: Pair) -> Tensor:
@@ -92,18 +110,66 @@ class TriModalModel(nn.Module):
         return F.normalize(self.heads["action"](self.action_encoder(action, mask)), dim=-1)
 
     def forward(self, batch: Batch, modalities: tuple[Modality, ...] = ("image", "text", "action")) -> Embeddings:
+        return self.run(batch, modalities)[0]
+
+    def run(
+        self,
+        batch: Batch,
+        modalities: tuple[Modality, ...] = ("image", "text", "action"),
+        policy: bool = False,
+        detach_policy_inputs: bool = False,
+    ) -> tuple[Embeddings, Tensor | None]:
+        """Embeddings of ``modalities`` and, with ``policy``, the policy's (B, k, A) logits, sharing
+        one pass through the image and text encoders. ``detach_policy_inputs`` keeps the policy's
+        gradient out of the encoders (frozen-encoder stage)."""
         out = Embeddings()
-        if "image" in modalities:
-            out.image = self.encode_image(batch.image)
-        if "text" in modalities:
-            out.text = self.encode_text(batch.text)
+        need_image = "image" in modalities or policy
+        need_text = "text" in modalities or policy
+        patches = self.image_encoder.patches(batch.image) if need_image else None  # (B, C, h, w)
+        image_feat = self.image_encoder.pool(patches) if patches is not None else None  # (B, F_V)
+        text_feat = self.text_encoder(batch.text) if need_text else None  # (B, F_L)
+        if "image" in modalities and image_feat is not None:
+            out.image = F.normalize(self.heads["image"](image_feat), dim=-1)
+        if "text" in modalities and text_feat is not None:
+            out.text = F.normalize(self.heads["text"](text_feat), dim=-1)
         if "action" in modalities:
             out.action = self.encode_action(batch.action, batch.action_mask)
-        return out
+        logits = None
+        if policy:
+            assert patches is not None and image_feat is not None and text_feat is not None
+            logits = self._policy_logits(
+                patches, image_feat, text_feat, batch.text, batch.prev_action, detach_policy_inputs
+            )
+        return out, logits
+
+    def _policy_logits(
+        self, patches: Tensor, image_feat: Tensor, text_feat: Tensor, texts: list[str], prev: Tensor, detach: bool
+    ) -> Tensor:
+        if self.policy is None:
+            raise ConfigError("this model has no policy; train with --model.policy.enabled true")
+        tokens = mask = None
+        if self.policy.needs_tokens:
+            tokens, mask = self.text_encoder.tokens(texts)
+        if detach:
+            patches, image_feat, text_feat = patches.detach(), image_feat.detach(), text_feat.detach()
+            tokens = tokens.detach() if tokens is not None else None
+        inputs = FusionInputs(patches=patches, image=image_feat, text=text_feat, tokens=tokens, token_mask=mask)
+        if len(prev) != len(texts):
+            prev = torch.full((len(texts),), -1, dtype=torch.long, device=patches.device)
+        return self.policy(inputs, prev)  # (B, k, A)
+
+    @torch.no_grad()
+    def act_logits(self, image: Tensor, texts: list[str], prev_action: Tensor) -> Tensor:
+        """Policy logits for observations: (B, H, W, 3) uint8, B strings, (B,) previous ids -> (B, k, A)."""
+        patches = self.image_encoder.patches(image)
+        return self._policy_logits(
+            patches, self.image_encoder.pool(patches), self.text_encoder(texts), texts, prev_action, False
+        )
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role: weights with decay, biases/norms without, the temperature."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad or name == "log_logit_scale":
                 continue

@@ -24,6 +24,10 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# BabyAI's agent view is a 7x7 grid of 8-px tiles at 56 px: a stride-8 stem gives one feature per
+# cell, and the global max pool says which objects are in view (what an instruction names).
+BABYAI_IMAGE = ImageEncoderConfig(channels=(64, 128, 128), strides=(8, 1, 1), pool=4, max_pool=True)
+
 PRESETS: Registry[Callable[[], RunConfig]] = Registry("preset")
 
 
@@ -49,6 +53,7 @@ def babyai_quick() -> RunConfig:
     return RunConfig(
         preset="babyai-quick",
         data=DataConfig(levels=("GoToLocal",), train_episodes=5000, val_episodes=500, test_episodes=1000),
+        model=ModelConfig(image=BABYAI_IMAGE),
         train=TrainConfig(steps=2500, batch_size=256, lr=1e-3, warmup_steps=150, checkpoint_every=500),
     )
 
@@ -59,6 +64,7 @@ def babyai() -> RunConfig:
     return RunConfig(
         preset="babyai",
         data=DataConfig(levels=("GoToLocal",), train_episodes=10000, val_episodes=1000, test_episodes=1000),
+        model=ModelConfig(image=BABYAI_IMAGE),
         train=TrainConfig(steps=8000, batch_size=256, lr=1e-3, warmup_steps=300, checkpoint_every=1000),
     )
 

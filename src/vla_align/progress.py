@@ -1,9 +1,10 @@
-"""Progress bars for long work (rich), quiet when ``VLA_ALIGN_QUIET=1``."""
+"""Progress for long work: a rich bar on a terminal, one plain line per 10 % in a log file (CI,
+``make demo > log``), nothing when ``VLA_ALIGN_QUIET=1``."""
 
 from __future__ import annotations
 
 import os
-import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,10 +26,43 @@ def quiet() -> bool:
     return os.environ.get("VLA_ALIGN_QUIET", "") not in ("", "0")
 
 
+class Bar:
+    """``advance(n, info=...)`` and ``set(completed)``; draws with rich or logs plain lines."""
+
+    def __init__(self, description: str, total: int, progress: Progress | None) -> None:
+        self.description, self.total, self.progress = description, max(1, total), progress
+        self.done, self.info, self.t0 = 0, "", time.perf_counter()
+        self._next_line = 0.1
+
+    def set(self, completed: int) -> None:
+        self.done = completed
+        if self.progress is not None:
+            self.progress.update(self.progress.task_ids[0], completed=completed)
+        self._next_line = (int(10 * completed / self.total) + 1) / 10
+
+    def advance(self, n: int = 1, info: str | None = None) -> None:
+        self.done += n
+        if info is not None:
+            self.info = info
+        if self.progress is not None:
+            self.progress.update(self.progress.task_ids[0], advance=n, info=self.info)
+        elif not quiet() and self.done / self.total >= self._next_line - 1e-9:
+            elapsed = time.perf_counter() - self.t0
+            console.print(
+                f"{self.description}: {self.done}/{self.total} ({100 * self.done / self.total:.0f} %) "
+                f"{elapsed:.0f} s  {self.info}",
+                highlight=False,
+            )
+            self._next_line = (int(10 * self.done / self.total) + 1) / 10
+
+
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Progress]:
-    """A progress bar on stderr; use ``bar.update(bar.task_ids[0], advance=n, info=...)``."""
-    bar = Progress(
+def progress_bar(description: str, total: int) -> Iterator[Bar]:
+    """Progress on stderr for ``total`` units of work."""
+    if quiet() or not console.is_terminal:
+        yield Bar(description, total, None)
+        return
+    progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -38,10 +72,7 @@ def progress_bar(description: str, total: int) -> Iterator[Progress]:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=console,
-        disable=quiet(),
-        # A non-terminal (CI log) gets a final line instead of hundreds of redraws.
-        auto_refresh=sys.stderr.isatty(),
     )
-    with bar:
-        bar.add_task(description, total=total, info="")
-        yield bar
+    with progress:
+        progress.add_task(description, total=total, info="")
+        yield Bar(description, total, progress)

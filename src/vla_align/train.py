@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,9 +24,10 @@ from .data.windows import ChunkSampler
 from .encoders.image import random_shift
 from .errors import ConfigError, UserError
 from .losses import AlignmentLoss, mutual_information_bound
-from .model import TriModalModel
 from .modalities import PAIRS, Pair
+from .model import TriModalModel
 from .progress import console, progress_bar
+from .selection import SelectionConfig, validation_metrics
 
 if TYPE_CHECKING:
     from .presets import RunConfig
@@ -48,6 +49,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    select: SelectionConfig = field(default_factory=SelectionConfig)  # model selection on validation
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2:
@@ -55,7 +57,9 @@ class TrainConfig:
         if not 0 < self.lr <= 1.0:
             raise ConfigError(f"train.lr must be in (0, 1], got {self.lr}")
         if not 0 <= self.temperature_lr <= 1e-3:
-            raise ConfigError(f"train.temperature_lr must be in [0, 1e-3] (chapter 5 checklist), got {self.temperature_lr}")
+            raise ConfigError(
+                f"train.temperature_lr must be in [0, 1e-3] (chapter 5 checklist), got {self.temperature_lr}"
+            )
         if self.warmup_steps < 0 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("train.warmup_steps >= 0, log_every >= 1 and checkpoint_every >= 1 are required")
 
@@ -82,7 +86,12 @@ def make_optimizer(model: TriModalModel, cfg: TrainConfig) -> torch.optim.AdamW:
         [
             {"params": groups["decay"], "weight_decay": cfg.weight_decay, "lr": cfg.lr, "base_lr": cfg.lr},
             {"params": groups["no_decay"], "weight_decay": 0.0, "lr": cfg.lr, "base_lr": cfg.lr},
-            {"params": groups["temperature"], "weight_decay": 0.0, "lr": cfg.temperature_lr, "base_lr": cfg.temperature_lr},
+            {
+                "params": groups["temperature"],
+                "weight_decay": 0.0,
+                "lr": cfg.temperature_lr,
+                "base_lr": cfg.temperature_lr,
+            },
         ],
         betas=(0.9, 0.98),
         eps=1e-6,
@@ -114,6 +123,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
 
+    policy_cfg = cfg.model.policy
+    if not cfg.loss.weights.any_positive() and not policy_cfg.enabled:
+        raise ConfigError("every contrastive loss weight is 0 and the policy is off: nothing to train")
+    if not cfg.loss.weights.any_positive() and policy_cfg.start_step > 0:
+        raise ConfigError("model.policy.start_step > 0 needs a positive contrastive weight to pre-train with")
     data_path = cfg.data.resolved_path()
     table = read_dataset(data_path, split="train")
     model = build_model(cfg, table.info).to(device)
@@ -123,9 +137,16 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     optimizer = make_optimizer(model, cfg.train)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    extra = {"dataset": {"path": str(data_path), "info": table.info["vla_align"], "image_shape": list(table.image_shape)}}
+    extra = {
+        "dataset": {"path": str(data_path), "info": table.info["vla_align"], "image_shape": list(table.image_shape)}
+    }
     config_lib.save(cfg, run_dir / "config.json", **extra)
     metrics_path = run_dir / "metrics.jsonl"
+
+    val_table = None
+    if cfg.train.select.every:
+        val_table = read_dataset(data_path, split="val")
+    best: dict[str, float] = {"score": -1.0, "step": 0.0, "checks_since": 0.0}
 
     start = 0
     if resume:
@@ -135,17 +156,18 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
+        best.update(state.get("best") or {})
         _truncate_metrics(metrics_path, start)
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    else:
+        model.text_encoder.fit(table.instructions)
+        if metrics_path.exists():
+            metrics_path.unlink()
 
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     model.train()
     seen, t0 = 0, time.perf_counter()
     with progress_bar("train", cfg.train.steps) as bar, metrics_path.open("a") as log:
-        bar.update(bar.task_ids[0], completed=start)
+        bar.set(start)
         for step in range(start, cfg.train.steps):
             rng = np.random.default_rng([cfg.train.seed, step])
             batch = sampler.sample(rng, cfg.train.batch_size)
@@ -155,11 +177,19 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(step, cfg.train)
 
+            use_policy = policy_cfg.enabled and step >= policy_cfg.start_step
             with autocast:
-                emb = model(batch)
+                emb, logits = model.run(
+                    batch,
+                    objective.modalities(step),
+                    policy=use_policy,
+                    detach_policy_inputs=step < policy_cfg.freeze_encoders_until,
+                )
             scales: dict[Pair, torch.Tensor] = {p: model.logit_scale(p) for p in PAIRS}
             losses = objective(emb, batch, scales, step)
-            total = objective.total(losses)
+            if logits is not None and model.policy is not None:
+                losses["policy"] = model.policy.loss(logits.float(), batch.action, batch.action_mask)
+            total = objective.total(losses, {"policy": policy_cfg.weight})
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -169,28 +199,64 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 rate = seen / (time.perf_counter() - t0)
-                record: dict[str, Any] = {"step": done, "loss/total": float(total.detach()), "lr": optimizer.param_groups[0]["lr"]}
+                record: dict[str, Any] = {
+                    "step": done,
+                    "loss/total": float(total.detach()),
+                    "lr": optimizer.param_groups[0]["lr"],
+                }
                 for name, value in losses.items():
                     record[f"loss/{name}"] = float(value.detach())
-                    record[f"health/mi_bound/{name}"] = mutual_information_bound(value, len(batch))
-                    record[f"temperature/{name}"] = 1.0 / float(scales[name])  # type: ignore[index]
+                    if name in PAIRS:
+                        record[f"health/mi_bound/{name}"] = mutual_information_bound(value, len(batch))
+                        record[f"temperature/{name}"] = 1.0 / float(scales[name].detach())
+                if logits is not None:
+                    hit = (logits[:, 0].argmax(-1) == batch.action[:, 0]).float().mean()
+                    record["policy/accuracy"] = float(hit)
                 record["grad_norm"] = float(grad_norm)
                 record["samples_per_s"] = rate
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.update(bar.task_ids[0], info=f"loss {float(total.detach()):.3f}  {rate:.0f} samples/s")
-            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
-                save_checkpoint(model, optimizer, done, ckpt_dir)
-            bar.update(bar.task_ids[0], advance=1)
+                bar.info = f"loss {float(total.detach()):.3f}  {rate:.0f} samples/s"
+            stop = False
+            if val_table is not None and (done % cfg.train.select.every == 0 or done == cfg.train.steps):
+                val = validation_metrics(model, val_table, cfg.train.select, cfg.eval)
+                improved = val["val/score"] > best["score"]
+                if improved:
+                    best = {"score": val["val/score"], "step": float(done), "checks_since": 0.0}
+                    checkpoint.save_weights(model, ckpt_dir / "best")
+                else:
+                    best["checks_since"] += 1
+                log.write(json.dumps({"step": done, **val, "val/best_step": best["step"]}) + "\n")
+                log.flush()
+                patience = cfg.train.select.patience
+                stop = bool(patience) and best["checks_since"] >= patience
+            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop:
+                save_checkpoint(model, optimizer, done, ckpt_dir, best)
+            bar.advance(1)
+            if stop:
+                console.print(f"early stop at step {done}: no better validation score since step {best['step']:.0f}")
+                break
+    if val_table is not None and (ckpt_dir / "best" / checkpoint.MODEL_FILE).is_file():
+        # the run's model is the selected one; train_state.pt keeps the last weights for --resume
+        checkpoint.load_weights(model, ckpt_dir / "best")
+        checkpoint.save_weights(model, ckpt_dir)
+        atomic.write_json(run_dir / "selection.json", {"best_step": best["step"], "best_val_score": best["score"]})
     console.print(f"trained {cfg.train.steps} steps; checkpoint in {ckpt_dir}")
     return model
 
 
-def save_checkpoint(model: TriModalModel, optimizer: torch.optim.Optimizer, step: int, directory: Path) -> None:
+def save_checkpoint(
+    model: TriModalModel,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    directory: Path,
+    best: dict[str, float] | None = None,
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # train_state.pt carries its own copy of the weights, so each file is self-consistent even
     # if the process dies between the two atomic writes.
     checkpoint.save_train_state(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, directory
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best or {}},
+        directory,
     )
     checkpoint.save_weights(model, directory)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.synthetic import write_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "VLA_ALIGN_QUIET": "1"}
-    return subprocess.run([sys.executable, "-m", "vla_align", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vla_align", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -46,22 +46,27 @@ def test_corrupt_dataset(tmp_path: Path, dataset: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(dataset, bad)
     (bad / "meta" / "info.json").write_text("{ not json")
-    assert_clean_failure(run_cli("train", "--preset", "tiny", "--data", str(bad), "--out", str(tmp_path / "r")),
-                         "info.json")
+    assert_clean_failure(
+        run_cli("train", "--preset", "tiny", "--data", str(bad), "--out", str(tmp_path / "r")), "info.json"
+    )
     shutil.rmtree(bad)
     shutil.copytree(dataset, bad)
     for f in (bad / "data").rglob("*.parquet"):
         f.write_bytes(b"garbage")
-    assert_clean_failure(run_cli("train", "--preset", "tiny", "--data", str(bad), "--out", str(tmp_path / "r")),
-                         ".parquet")
+    assert_clean_failure(
+        run_cli("train", "--preset", "tiny", "--data", str(bad), "--out", str(tmp_path / "r")), ".parquet"
+    )
 
 
 def test_unknown_preset_and_unknown_key(tmp_path: Path) -> None:
     assert_clean_failure(run_cli("pipeline", "--preset", "nope", "--out", str(tmp_path / "r")), "nope", "tiny")
-    assert_clean_failure(run_cli("pipeline", "--preset", "tiny", "--model.embd-dim", "3", "--out", str(tmp_path / "r")),
-                         "--model.embd-dim")
-    assert_clean_failure(run_cli("pipeline", "--preset", "tiny", "--model.embed-dim", "3", "--out", str(tmp_path / "r")),
-                         "embed_dim")
+    assert_clean_failure(
+        run_cli("pipeline", "--preset", "tiny", "--model.embd-dim", "3", "--out", str(tmp_path / "r")),
+        "--model.embd-dim",
+    )
+    assert_clean_failure(
+        run_cli("pipeline", "--preset", "tiny", "--model.embed-dim", "3", "--out", str(tmp_path / "r")), "embed_dim"
+    )
     cfg = tmp_path / "c.json"
     cfg.write_text('{"model": {"embd_dim": 3}}')
     assert_clean_failure(run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "r")), "embd_dim")
@@ -77,13 +82,15 @@ def test_image_of_wrong_shape(tmp_path: Path, dataset: Path) -> None:
     info = json.loads((bad / "meta" / "info.json").read_text())
     info["features"]["observation.image"]["shape"] = [32, 32, 3]
     (bad / "meta" / "info.json").write_text(json.dumps(info))
-    assert_clean_failure(run_cli("train", "--preset", "tiny", "--data", str(bad), "--out", str(tmp_path / "r")),
-                         "shape")
+    assert_clean_failure(
+        run_cli("train", "--preset", "tiny", "--data", str(bad), "--out", str(tmp_path / "r")), "shape"
+    )
 
 
 def test_empty_instruction_is_rejected(tmp_path: Path) -> None:
-    from vla_align.errors import DatasetError
     from tests.synthetic import episode
+
+    from vla_align.errors import DatasetError
 
     ep = episode(0)
     with pytest.raises(DatasetError, match="instruction is empty"):
@@ -94,8 +101,9 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, dataset: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "keep.txt").write_text("mine")
-    assert_clean_failure(run_cli("pipeline", "--preset", "tiny", "--data", str(dataset), "--out", str(run)),
-                         "--overwrite")
+    assert_clean_failure(
+        run_cli("pipeline", "--preset", "tiny", "--data", str(dataset), "--out", str(run)), "--overwrite"
+    )
     assert (run / "keep.txt").read_text() == "mine"
 
 

@@ -25,7 +25,7 @@ def test_unknown_key_names_the_key() -> None:
 def test_wrong_type_and_invalid_value() -> None:
     data = config_lib.to_dict(get_preset("tiny"))
     data["train"]["steps"] = "many"
-    with pytest.raises(ConfigError, match="train.steps"):
+    with pytest.raises(ConfigError, match=r"train\.steps"):
         config_lib.from_dict(RunConfig, data)
     data = config_lib.to_dict(get_preset("tiny"))
     data["train"]["temperature_lr"] = 0.01
@@ -41,8 +41,19 @@ def test_unknown_preset_lists_known() -> None:
 def test_flags_override_nested_fields() -> None:
     parser = argparse.ArgumentParser()
     config_lib.add_flags(parser, RunConfig)
-    args = parser.parse_args(["--model.embed-dim", "128", "--data.levels", "GoToLocal", "PutNextLocal",
-                              "--loss.weights.image-action", "0.25", "--model.learn-temperature", "false"])
+    args = parser.parse_args(
+        [
+            "--model.embed-dim",
+            "128",
+            "--data.levels",
+            "GoToLocal",
+            "PutNextLocal",
+            "--loss.weights.image-action",
+            "0.25",
+            "--model.learn-temperature",
+            "false",
+        ]
+    )
     cfg = config_lib.apply_flags(get_preset("tiny"), args)
     assert cfg.model.embed_dim == 128
     assert cfg.data.levels == ("GoToLocal", "PutNextLocal")

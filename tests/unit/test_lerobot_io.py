@@ -45,8 +45,15 @@ def episodes(continuous: bool, n: int = 10) -> list[Episode]:
 def write(path: Path, continuous: bool = False, **kw: object) -> Path:
     eps = episodes(continuous)
     kw.setdefault("splits", SPLITS)
-    return write_dataset(path, iter(eps), action_spec=CONTINUOUS if continuous else DISCRETE, fps=5.0,
-                         extra={"source": "toy"}, total_episodes=len(eps), **kw)  # type: ignore[arg-type]
+    return write_dataset(
+        path,
+        iter(eps),
+        action_spec=CONTINUOUS if continuous else DISCRETE,
+        fps=5.0,
+        extra={"source": "toy"},
+        total_episodes=len(eps),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=[False, True], ids=["discrete", "continuous"])
@@ -118,17 +125,32 @@ def test_layout_matches_lerobot_v3(tmp_path: Path) -> None:
     path = write(tmp_path / "ds", continuous=True)
     eps = episodes(True)
     info = read_info(path)
-    for key in ("codebase_version", "fps", "robot_type", "features", "total_episodes", "total_frames",
-                "total_tasks", "chunks_size", "data_files_size_in_mb", "video_files_size_in_mb",
-                "data_path", "video_path", "splits"):
+    for key in (
+        "codebase_version",
+        "fps",
+        "robot_type",
+        "features",
+        "total_episodes",
+        "total_frames",
+        "total_tasks",
+        "chunks_size",
+        "data_files_size_in_mb",
+        "video_files_size_in_mb",
+        "data_path",
+        "video_path",
+        "splits",
+    ):
         assert key in info, key
     assert info["codebase_version"] == "v3.0" and info["chunks_size"] == 1000
     assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
     assert info["splits"] == {"train": "0:6", "val": "6:8", "test": "8:10"}
     assert info["total_episodes"] == 10 and info["total_frames"] == sum(map(len, eps))
     feats = info["features"]
-    assert feats["observation.image"] == {"dtype": "image", "shape": [16, 16, 3],
-                                          "names": ["height", "width", "channels"]}
+    assert feats["observation.image"] == {
+        "dtype": "image",
+        "shape": [16, 16, 3],
+        "names": ["height", "width", "channels"],
+    }
     assert feats["action"] == {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"]}
     assert feats["observation.state"]["shape"] == [4]
     for key in ("frame_index", "episode_index", "index", "task_index"):
@@ -167,8 +189,16 @@ def test_layout_matches_lerobot_v3(tmp_path: Path) -> None:
     # Stats: mean/std/min/max/count per numeric feature, images per channel in [0, 1] as (3, 1, 1).
     stats = json.loads((path / "meta/stats.json").read_text())
     actions = np.concatenate([e.actions for e in eps])
-    for key in ("action", "observation.state", "timestamp", "frame_index", "episode_index", "index",
-                "task_index", "observation.image"):
+    for key in (
+        "action",
+        "observation.state",
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+        "observation.image",
+    ):
         assert {"mean", "std", "min", "max", "count"} <= set(stats[key]), key
     np.testing.assert_allclose(stats["action"]["mean"], actions.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["action"]["std"], actions.std(0), rtol=1e-5, atol=1e-6)
@@ -204,8 +234,9 @@ def test_failure_midway_keeps_existing_dataset(tmp_path: Path) -> None:
     path = write(tmp_path / "ds")
     before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
     with pytest.raises(RuntimeError, match="midway"):
-        write_dataset(path, exploding(episodes(True), 5), action_spec=CONTINUOUS, fps=5.0, splits=SPLITS,
-                      overwrite=True)
+        write_dataset(
+            path, exploding(episodes(True), 5), action_spec=CONTINUOUS, fps=5.0, splits=SPLITS, overwrite=True
+        )
     after = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
@@ -302,8 +333,11 @@ def test_image_shape_mismatch_names_the_episode(dataset: Path) -> None:
 
 def test_video_dataset_is_refused_clearly(dataset: Path) -> None:
     edit_json(dataset / "meta/info.json", lambda o: o["features"]["observation.image"].update(dtype="video"))
-    with pytest.raises(DatasetError, match=r"info.json: camera 'observation.image' is stored as mp4 video; "
-                                           r"video decoding is not supported yet, re-export"):
+    with pytest.raises(
+        DatasetError,
+        match=r"info.json: camera 'observation.image' is stored as mp4 video; "
+        r"video decoding is not supported yet, re-export",
+    ):
         read_dataset(dataset)
 
 

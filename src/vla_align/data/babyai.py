@@ -70,11 +70,26 @@ def generate_babyai(
         start += counts[s]
         if counts[s]:
             split_seeds[s] = [split_seed(seed, s, 0), split_seed(seed, s, counts[s] - 1)]
-    extra: dict[str, Any] = {"source": "babyai", "levels": ids, "image_size": image_size, "seed": seed,
-                             "split_seeds": split_seeds}
+    extra: dict[str, Any] = {
+        "source": "babyai",
+        "levels": ids,
+        "image_size": image_size,
+        "seed": seed,
+        "split_seeds": split_seeds,
+    }
     try:
-        return write_dataset(out, stream(), action_spec=ACTION_SPEC, fps=1.0, splits=splits, robot_type="babyai",
-                             extra=extra, overwrite=overwrite, total_episodes=start, description="babyai demos")
+        return write_dataset(
+            out,
+            stream(),
+            action_spec=ACTION_SPEC,
+            fps=1.0,
+            splits=splits,
+            robot_type="babyai",
+            extra=extra,
+            overwrite=overwrite,
+            total_episodes=start,
+            description="babyai demos",
+        )
     finally:
         for env in envs.values():
             env.close()

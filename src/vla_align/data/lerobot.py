@@ -27,6 +27,7 @@ from .lerobot_write import CODEBASE_VERSION, DATA_PATH, IMAGE_KEY, write_dataset
 
 __all__ = ["FrameTable", "read_dataset", "read_episodes", "read_info", "write_dataset"]
 
+
 @dataclass
 class FrameTable:
     """All frames of the selected episodes, concatenated, plus per-episode metadata."""
@@ -77,8 +78,10 @@ def read_info(path: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{info_path}: expected a JSON object; regenerate the dataset")
     version = info.get("codebase_version")
     if version != CODEBASE_VERSION:
-        raise DatasetError(f"{info_path}: codebase_version is {version!r}, only {CODEBASE_VERSION!r} is supported; "
-                           "convert it with LeRobot's v3.0 conversion script or regenerate it")
+        raise DatasetError(
+            f"{info_path}: codebase_version is {version!r}, only {CODEBASE_VERSION!r} is supported; "
+            "convert it with LeRobot's v3.0 conversion script or regenerate it"
+        )
     for key in ("fps", "features"):
         if key not in info:
             raise DatasetError(f"{info_path}: key {key!r} missing; regenerate the dataset")
@@ -93,8 +96,9 @@ def _read_parquet(file: Path, columns: list[str] | None = None, what: str = "") 
         if columns is not None:
             for c in columns:
                 if c not in schema.names:
-                    raise DatasetError(f"{file}: column {c!r} missing (has: {', '.join(schema.names)}); "
-                                       "regenerate the dataset")
+                    raise DatasetError(
+                        f"{file}: column {c!r} missing (has: {', '.join(schema.names)}); regenerate the dataset"
+                    )
         return pq.read_table(file, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(f"{file}: cannot be read as parquet ({e}); regenerate the dataset") from None
@@ -106,8 +110,10 @@ def _image_feature(info: dict[str, Any], info_path: Path) -> tuple[str, tuple[in
     images = [k for k, f in cams.items() if f["dtype"] == "image"]
     if not images:
         if cams:
-            raise DatasetError(f"{info_path}: camera {next(iter(cams))!r} is stored as mp4 video; video decoding "
-                               "is not supported yet, re-export the dataset with images (dtype 'image')")
+            raise DatasetError(
+                f"{info_path}: camera {next(iter(cams))!r} is stored as mp4 video; video decoding "
+                "is not supported yet, re-export the dataset with images (dtype 'image')"
+            )
         raise DatasetError(f"{info_path}: no image feature in 'features'; a dataset needs a camera")
     key = IMAGE_KEY if IMAGE_KEY in images else images[0]
     shape, names = list(cams[key].get("shape", [])), cams[key].get("names") or []
@@ -194,8 +200,9 @@ def _select(info: dict[str, Any], root: Path, ids: np.ndarray, split: str | None
     try:
         start, end = (int(x) for x in str(splits[split]).split(":"))
     except ValueError:
-        raise DatasetError(f"{root}/meta/info.json: split {split!r} is {splits[split]!r}, "
-                           "expected 'start:end'; regenerate the dataset") from None
+        raise DatasetError(
+            f"{root}/meta/info.json: split {split!r} is {splits[split]!r}, expected 'start:end'; regenerate the dataset"
+        ) from None
     return (ids >= start) & (ids < end)
 
 
@@ -242,8 +249,9 @@ def _load_rows(
     state_key = "observation.state" if "observation.state" in info["features"] else None
     columns = ["episode_index", "frame_index", "task_index", "action", *([state_key] if state_key else []), image_key]
     by_file: dict[tuple[int, int], list[int]] = {}
-    for e, loc in enumerate(zip(meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist(),
-                                strict=True)):
+    for e, loc in enumerate(
+        zip(meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist(), strict=True)
+    ):
         by_file.setdefault(loc, []).append(e)
     actions: list[np.ndarray] = [np.empty(0)] * len(ids)  # per episode, filled file by file
     state: list[np.ndarray] = [np.empty(0)] * len(ids)
@@ -266,8 +274,9 @@ def _load_rows(
         for e, (lo, hi) in zip(eps, lo_hi, strict=True):
             where = f"{file}: episode {ids[e]}"
             if hi - lo != lengths[e]:
-                raise DatasetError(f"{where} has {hi - lo} frames, meta/episodes says {lengths[e]}; "
-                                   "regenerate the dataset")
+                raise DatasetError(
+                    f"{where} has {hi - lo} frames, meta/episodes says {lengths[e]}; regenerate the dataset"
+                )
             _decode_into(frames[starts[e] : starts[e] + lengths[e]], images[lo:hi], where)
             actions[e] = file_actions[lo:hi]
             if file_state is not None:
@@ -298,14 +307,24 @@ def read_dataset(path: str | Path, split: str | None = None, max_episodes: int |
         info = {**info, "vla_align": {"action_spec": spec.to_dict(), "source": "lerobot"}}
     n, col = len(ids), meta.column_names
     return FrameTable(
-        root=root, frames=frames, actions=actions, state=state,
-        episode_start=starts, episode_length=lengths, episode_ids=ids,
-        instructions=[tasks[t] if 0 <= t < len(tasks) else "" for t in ep_task], task_index=ep_task, tasks=tasks,
+        root=root,
+        frames=frames,
+        actions=actions,
+        state=state,
+        episode_start=starts,
+        episode_length=lengths,
+        episode_ids=ids,
+        instructions=[tasks[t] if 0 <= t < len(tasks) else "" for t in ep_task],
+        task_index=ep_task,
+        tasks=tasks,
         seeds=meta["seed"].to_numpy().astype(np.int64) if "seed" in col else np.full(n, -1, dtype=np.int64),
-        success=meta["success"].to_numpy(zero_copy_only=False).astype(bool) if "success" in col
+        success=meta["success"].to_numpy(zero_copy_only=False).astype(bool)
+        if "success" in col
         else np.ones(n, dtype=bool),
         env_tasks=[str(x or "") for x in meta["env_task"].to_pylist()] if "env_task" in col else [""] * n,
-        fps=float(info["fps"]), action_spec=spec, info=info,
+        fps=float(info["fps"]),
+        action_spec=spec,
+        info=info,
     )
 
 
@@ -315,9 +334,16 @@ def read_episodes(path: str | Path, split: str | None = None) -> list[Episode]:
     out = []
     for e in range(t.num_episodes):
         rows = slice(int(t.episode_start[e]), int(t.episode_start[e] + t.episode_length[e]))
-        out.append(Episode(
-            frames=t.frames[rows], actions=t.actions[rows], instruction=t.instructions[e], task=t.env_tasks[e],
-            fps=t.fps, seed=int(t.seeds[e]), success=bool(t.success[e]),
-            state=None if t.state is None else t.state[rows],
-        ))
+        out.append(
+            Episode(
+                frames=t.frames[rows],
+                actions=t.actions[rows],
+                instruction=t.instructions[e],
+                task=t.env_tasks[e],
+                fps=t.fps,
+                seed=int(t.seeds[e]),
+                success=bool(t.success[e]),
+                state=None if t.state is None else t.state[rows],
+            )
+        )
     return out

@@ -70,8 +70,10 @@ class _Stats:
 
     def to_dict(self, shape: tuple[int, ...] = (-1,)) -> dict[str, list[Any]]:
         std = np.sqrt(self.m2 / max(self.n, 1))
-        out = {k: v.reshape(shape).tolist() for k, v in
-               {"mean": self.mean, "std": std, "min": self.lo, "max": self.hi}.items()}
+        out = {
+            k: v.reshape(shape).tolist()
+            for k, v in {"mean": self.mean, "std": std, "min": self.lo, "max": self.hi}.items()
+        }
         return {**out, "count": [self.n]}
 
 
@@ -170,7 +172,8 @@ def _check_episode(ep: Episode, i: int, spec: ActionSpec, first: Episode | None)
         if ep.frames.shape[1:] != first.frames.shape[1:]:
             raise DatasetError(f"{where}: frames are {ep.frames.shape[1:]}, episode 0's are {first.frames.shape[1:]}")
         if (ep.state is None) != (first.state is None) or (
-                ep.state is not None and first.state is not None and ep.state.shape[1:] != first.state.shape[1:]):
+            ep.state is not None and first.state is not None and ep.state.shape[1:] != first.state.shape[1:]
+        ):
             raise DatasetError(f"{where}: state shape differs from episode 0's; all episodes need the same state")
 
 
@@ -234,21 +237,34 @@ def write_dataset(
             task_index = tasks.setdefault(ep.instruction, len(tasks))
             cols = _columns(ep, i, index, task_index, fps, action_spec)
             pngs = pa.array([_encode_png(f) for f in ep.frames], pa.binary())
-            arrays = [pa.array(v) if v.ndim == 1 else
-                      pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), v.shape[1]) for v in cols.values()]
+            arrays = [
+                pa.array(v) if v.ndim == 1 else pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), v.shape[1])
+                for v in cols.values()
+            ]
             arrays.append(pa.StructArray.from_arrays([pngs, pa.nulls(n, pa.string())], fields=list(IMAGE_TYPE)))
             chunk, file = files.append(pa.Table.from_arrays(arrays, schema=files.schema))
             for k, v in cols.items():
                 stats[k].add(v)
             image_stats.add(ep.frames)
-            rows.append({"episode_index": i, "tasks": [ep.instruction], "length": n,
-                         "dataset_from_index": index, "dataset_to_index": index + n,
-                         "data/chunk_index": chunk, "data/file_index": file,
-                         "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-                         "seed": int(ep.seed), "success": bool(ep.success), "env_task": ep.task})
+            rows.append(
+                {
+                    "episode_index": i,
+                    "tasks": [ep.instruction],
+                    "length": n,
+                    "dataset_from_index": index,
+                    "dataset_to_index": index + n,
+                    "data/chunk_index": chunk,
+                    "data/file_index": file,
+                    "meta/episodes/chunk_index": 0,
+                    "meta/episodes/file_index": 0,
+                    "seed": int(ep.seed),
+                    "success": bool(ep.success),
+                    "env_task": ep.task,
+                }
+            )
             index += n
             if bar is not None:
-                bar.update(bar.task_ids[0], advance=1, info=f"{index} frames")
+                bar.advance(1, info=f"{index} frames")
         if files is None or first is None:
             raise DatasetError(f"{path}: no episodes to write; a dataset needs at least one episode")
         files.close()
@@ -258,7 +274,8 @@ def write_dataset(
 
         features = {
             IMAGE_KEY: _feature("image", list(first.frames.shape[1:]), ["height", "width", "channels"]),
-            "action": _feature("int64", [1], ["action_id"]) if action_spec.kind == "discrete"
+            "action": _feature("int64", [1], ["action_id"])
+            if action_spec.kind == "discrete"
             else _feature("float32", [action_spec.dim], list(action_spec.names) or None),
         }
         if first.state is not None:
@@ -266,18 +283,30 @@ def write_dataset(
         features["timestamp"] = _feature("float32", [1])
         features.update({k: _feature("int64", [1]) for k in INDEX_KEYS})
         info = {
-            "codebase_version": CODEBASE_VERSION, "robot_type": robot_type,
-            "total_episodes": len(rows), "total_frames": index, "total_tasks": len(tasks),
-            "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": int(data_file_size_mb)
-            if float(data_file_size_mb).is_integer() else data_file_size_mb,
-            "video_files_size_in_mb": 200, "fps": fps,
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": robot_type,
+            "total_episodes": len(rows),
+            "total_frames": index,
+            "total_tasks": len(tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": int(data_file_size_mb)
+            if float(data_file_size_mb).is_integer()
+            else data_file_size_mb,
+            "video_files_size_in_mb": 200,
+            "fps": fps,
             "splits": {name: f"{start}:{end}" for name, (start, end) in splits.items()},
-            "data_path": DATA_PATH, "video_path": None, "features": features,
+            "data_path": DATA_PATH,
+            "video_path": None,
+            "features": features,
             "vla_align": {"action_spec": action_spec.to_dict(), **(extra or {})},
         }
         pq.write_table(pa.Table.from_pylist(rows), _mkparent(root / EPISODES_PATH))
-        pq.write_table(pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()),
-                                 "task": pa.array(list(tasks), pa.string())}), root / "meta" / "tasks.parquet")
+        pq.write_table(
+            pa.table(
+                {"task_index": pa.array(list(tasks.values()), pa.int64()), "task": pa.array(list(tasks), pa.string())}
+            ),
+            root / "meta" / "tasks.parquet",
+        )
         all_stats = {k: s.to_dict() for k, s in stats.items()}
         write_json(root / "meta" / "stats.json", {IMAGE_KEY: image_stats.to_dict(), **all_stats})
         write_json(root / "meta" / "info.json", info)

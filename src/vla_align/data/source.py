@@ -39,8 +39,6 @@ class DataConfig:
         """The dataset directory: ``path`` if set, else ``datasets/<source>-<levels>-<hash>``."""
         if self.path:
             return Path(self.path)
-        spec = json.dumps(
-            [self.source, list(self.levels), self.episodes, self.image_size, self.seed], sort_keys=True
-        )
+        spec = json.dumps([self.source, list(self.levels), self.episodes, self.image_size, self.seed], sort_keys=True)
         digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
         return cache_root / f"{self.source}-{'+'.join(self.levels)}-{digest}"

