@@ -34,6 +34,10 @@ _EXPORTS = {
     "read_dataset": "data.lerobot",
     "write_dataset": "data.lerobot",
     "evaluate_retrieval": "evaluate",
+    "evaluate_policy": "sim.evaluate",
+    "SimConfig": "sim.evaluate",
+    "PolicyConfig": "policy",
+    "FUSIONS": "fusion",
     "train": "train",
     "load_model": "runs",
 }

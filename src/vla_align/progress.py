@@ -33,6 +33,7 @@ class Bar:
         self.description, self.total, self.progress = description, max(1, total), progress
         self.done, self.info, self.t0 = 0, "", time.perf_counter()
         self._next_line = 0.1
+        self.silent = False
 
     def set(self, completed: int) -> None:
         self.done = completed
@@ -46,7 +47,7 @@ class Bar:
             self.info = info
         if self.progress is not None:
             self.progress.update(self.progress.task_ids[0], advance=n, info=self.info)
-        elif not quiet() and self.done / self.total >= self._next_line - 1e-9:
+        elif not (self.silent or quiet()) and self.done / self.total >= self._next_line - 1e-9:
             elapsed = time.perf_counter() - self.t0
             console.print(
                 f"{self.description}: {self.done}/{self.total} ({100 * self.done / self.total:.0f} %) "
@@ -57,10 +58,12 @@ class Bar:
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Bar]:
-    """Progress on stderr for ``total`` units of work."""
-    if quiet() or not console.is_terminal:
-        yield Bar(description, total, None)
+def progress_bar(description: str, total: int, silent: bool = False) -> Iterator[Bar]:
+    """Progress on stderr for ``total`` units of work (nothing at all when ``silent``)."""
+    if silent or quiet() or not console.is_terminal:
+        bar = Bar(description, total, None)
+        bar.silent = silent
+        yield bar
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),

@@ -50,7 +50,7 @@ def validation_metrics(
         out["val/retrieval/image+text_to_action/R@1"] = float(retrieval["retrieval/image+text_to_action/R@1"])
         if model.policy is not None and cfg.episodes and all(t.startswith("BabyAI") for t in val.env_tasks):
             sim_cfg = replace(eval_cfg.sim, episodes=cfg.episodes, ablations=False)
-            sim = evaluate_policy(model, val, sim_cfg)
+            sim = evaluate_policy(model, val, sim_cfg, progress=False)
             out["val/sim/success_rate"] = sim["sim/success_rate"]
             signals.append(sim["sim/success_rate"])
     out["val/score"] = sum(signals) / len(signals)

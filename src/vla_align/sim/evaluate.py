@@ -126,9 +126,12 @@ def rollout(
     execute: int = 1,
     table: FrameTable | None = None,
     ablation: Ablation = "none",
-    description: str = "rollout",
+    description: str | None = "rollout",
 ) -> list[EpisodeResult]:
-    """Play every spec once with ``policy`` (the first ``execute`` actions of each predicted chunk)."""
+    """Play every spec once with ``policy`` (the first ``execute`` actions of each predicted chunk).
+
+    ``description`` labels the progress output; ``None`` runs silently.
+    """
     from .babyai import make_env, render_frame, reset
 
     if ablation == "shuffle_image" and table is None:
@@ -152,7 +155,7 @@ def rollout(
 
     for s in range(len(slots)):
         start(s)
-    with progress_bar(description, len(specs)) as bar:
+    with progress_bar(description or "", len(specs), silent=description is None) as bar:
         while any(slot is not None for slot in slots):
             deciding = [s for s, st in enumerate(slots) if st is not None and not st["queue"]]
             if deciding:
@@ -239,7 +242,7 @@ def model_policy(model: TriModalModel) -> PolicyFn:
     return act
 
 
-def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig) -> dict[str, float]:
+def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, progress: bool = True) -> dict[str, float]:
     """Closed-loop metrics on ``cfg.episodes`` held-out episodes, plus the modality ablations."""
     if model.policy is None:
         raise UserError("this run has no policy head; train with --model.policy.enabled true to act")
@@ -254,7 +257,8 @@ def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig) -> 
     for ablation in ablations:
         specs = episode_specs(table, cfg.episodes, cfg.seed, ablation)
         with torch.no_grad():
-            results = rollout(policy, specs, image_size, cfg, execute, table, ablation, description=f"sim {ablation}")
+            label = f"sim {ablation}" if progress else None
+            results = rollout(policy, specs, image_size, cfg, execute, table, ablation, description=label)
         prefix = "sim" if ablation == "none" else f"ablation/{ablation}/sim"
         summary = summarize(results, prefix)
         if ablation != "none":
