@@ -55,13 +55,16 @@ def main() -> None:
         action=torch.randint(0, 7, (b, t)),
         action_mask=torch.ones(b, t, dtype=torch.bool),
         text_group=torch.arange(b) % len(texts),
+        prev_action=torch.randint(-1, 7, (b,)),
     ).to(device)
 
-    def step() -> None:
-        emb = model(batch)
+    def step() -> None:  # the training step of the preset: contrastive terms (+ the policy's BC loss)
+        emb, logits = model.run(batch, objective.modalities(10**9), policy=model.policy is not None)
         losses = objective(emb, batch, {p: model.logit_scale(p) for p in PAIRS}, step=10**9)
+        if logits is not None and model.policy is not None:
+            losses["policy"] = model.policy.loss(logits, batch.action, batch.action_mask)
         opt.zero_grad()
-        objective.total(losses).backward()
+        objective.total(losses, {"policy": cfg.model.policy.weight}).backward()
         opt.step()
 
     step()  # warm-up (and MiniLM cache fill)
@@ -81,7 +84,8 @@ def main() -> None:
     print(
         f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {device}, torch {torch.__version__}"
     )
-    print(f"preset {args.preset}: batch {b}, image {s}px, D={cfg.model.embed_dim}, {args.steps} timed steps")
+    policy = f"policy {cfg.model.policy.fusion}" if model.policy is not None else "no policy"
+    print(f"preset {args.preset}: batch {b}, image {s}px, D={cfg.model.embed_dim}, {policy}, {args.steps} timed steps")
     print("| step ms | samples/s | GFLOP/step | achieved GFLOP/s | matmul peak GFLOP/s | ratio |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(

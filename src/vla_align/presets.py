@@ -55,44 +55,38 @@ def tiny() -> RunConfig:
     )
 
 
-@PRESETS.register("babyai-quick")
-def babyai_quick() -> RunConfig:
-    """The `make demo` job: GoToLocal, 5k training demos, ~8 minutes of CPU training."""
+def _babyai(name: str, steps: int, warmup: int, select_episodes: int) -> RunConfig:
+    """GoToLocal from 10k bot demonstrations, alignment + FiLM policy trained jointly, selected on
+    validation every 500 steps, evaluated on 1,000 test episodes and 500 closed-loop test seeds."""
     return RunConfig(
-        preset="babyai-quick",
-        data=DataConfig(levels=("GoToLocal",), train_episodes=5000, val_episodes=500, test_episodes=1000),
+        preset=name,
+        data=DataConfig(levels=("GoToLocal",), train_episodes=10000, val_episodes=500, test_episodes=1000),
         model=ModelConfig(image=BABYAI_IMAGE, policy=BABYAI_POLICY),
         train=TrainConfig(
-            steps=3000,
+            steps=steps,
             batch_size=256,
             lr=1e-3,
-            warmup_steps=150,
+            warmup_steps=warmup,
             checkpoint_every=500,
             augment_shift=0,
-            select=SelectionConfig(every=500, episodes=100),
+            select=SelectionConfig(every=500, episodes=select_episodes),
         ),
         eval=BABYAI_EVAL,
     )
+
+
+@PRESETS.register("babyai-quick")
+def babyai_quick() -> RunConfig:
+    """The `make demo` job: GoToLocal, 10k demos, alignment + FiLM policy, ~12 min on 2 CPU cores."""
+    # 10k rather than 5k demos: with 5k the image->text validation R@10 peaks at 0.73 after 500 steps
+    # and then overfits (0.63 on test at the selected step); with 10k it stays near 0.8.
+    return _babyai("babyai-quick", steps=2000, warmup=150, select_episodes=100)
 
 
 @PRESETS.register("babyai")
 def babyai() -> RunConfig:
-    """Full-quality GoToLocal alignment: 10k demos, longer schedule."""
-    return RunConfig(
-        preset="babyai",
-        data=DataConfig(levels=("GoToLocal",), train_episodes=10000, val_episodes=500, test_episodes=1000),
-        model=ModelConfig(image=BABYAI_IMAGE, policy=BABYAI_POLICY),
-        train=TrainConfig(
-            steps=4000,
-            batch_size=256,
-            lr=1e-3,
-            warmup_steps=300,
-            checkpoint_every=1000,
-            augment_shift=0,
-            select=SelectionConfig(every=500, episodes=200),
-        ),
-        eval=BABYAI_EVAL,
-    )
+    """GoToLocal at full quality: 10k demos, 4k steps (~15 min of 2-core CPU training), 500 sim seeds."""
+    return _babyai("babyai", steps=4000, warmup=300, select_episodes=200)
 
 
 def get_preset(name: str) -> RunConfig:

@@ -19,6 +19,7 @@ import torch
 
 from . import atomic, checkpoint
 from . import config as config_lib
+from .data.augment import mirror, mirror_permutation
 from .data.lerobot import read_dataset
 from .data.windows import ChunkSampler
 from .encoders.image import random_shift
@@ -44,6 +45,7 @@ class TrainConfig:
     temperature_lr: float = 1e-3  # own optimizer group; the chapter caps it at 1e-3
     grad_clip: float = 1.0
     augment_shift: int = 4  # random-shift augmentation in pixels (0 = off)
+    augment_mirror: float = 0.0  # probability of a left-right mirror (swaps left/right actions and words)
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
@@ -60,6 +62,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.temperature_lr must be in [0, 1e-3] (chapter 5 checklist), got {self.temperature_lr}"
             )
+        if not 0.0 <= self.augment_mirror <= 1.0:
+            raise ConfigError(f"train.augment_mirror is a probability in [0, 1], got {self.augment_mirror}")
         if self.warmup_steps < 0 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("train.warmup_steps >= 0, log_every >= 1 and checkpoint_every >= 1 are required")
 
@@ -133,6 +137,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     model = build_model(cfg, table.info).to(device)
     cfg.model.text.backbone = model.text_backbone  # record the resolved choice ("auto" -> name)
     sampler = ChunkSampler(table, cfg.model.action.chunk_len)
+    mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
     objective = AlignmentLoss(cfg.loss)
     optimizer = make_optimizer(model, cfg.train)
 
@@ -173,6 +178,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             batch = sampler.sample(rng, cfg.train.batch_size)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             batch.image = random_shift(batch.image, cfg.train.augment_shift, gen)
+            if mirror_perm is not None:
+                flip = torch.rand(len(batch), generator=gen) < cfg.train.augment_mirror
+                batch = mirror(batch, flip, mirror_perm)
             batch = batch.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(step, cfg.train)
