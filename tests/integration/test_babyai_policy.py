@@ -68,7 +68,7 @@ def test_shuffled_instructions_differ_and_shuffled_images_come_from_other_episod
         assert all(s.shown_instruction != s.instruction for s in specs)
     seen: list[np.ndarray] = []
     specs = episode_specs(table, 4, seed=0, ablation="shuffle_image")
-    assert all(int(table.seeds[s.image_pool_row]) != s.seed for s in specs)
+    assert all(int(table.seeds[s.image_episode]) != s.seed for s in specs)
 
     def record(frames: np.ndarray, texts: list[str], prev: np.ndarray) -> np.ndarray:
         seen.extend(frames)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from tests.synthetic import write_synthetic
 
 from vla_align.cli import main
+from vla_align.evaluate import DIRECTIONS
 from vla_align.runs import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,15 +39,8 @@ def test_train_then_eval_writes_the_run_contract(dataset: Path, tmp_path: Path) 
 
     assert main(["eval", "--run", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    for q, g in [
-        ("image", "text"),
-        ("text", "image"),
-        ("image", "action"),
-        ("action", "image"),
-        ("text", "action"),
-        ("action", "text"),
-        ("image+text", "action"),
-    ]:
+    assert len(DIRECTIONS) == 7  # six pairwise directions and image+text -> action
+    for q, g in DIRECTIONS:
         for m in ("R@1", "R@5", "R@10", "MRR", "nDCG@10"):
             assert 0.0 <= metrics[f"retrieval/{q}_to_{g}/{m}"] <= 1.0
     assert metrics["retrieval/samples"] == 24
@@ -69,22 +63,12 @@ def test_training_is_deterministic_on_cpu(dataset: Path, tmp_path: Path) -> None
 def test_sigkill_then_resume(dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "VLA_ALIGN_QUIET": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "vla_align",
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        str(dataset),
-        "--out",
-        str(run),
-        "--train.steps",
-        "400",
-        "--train.checkpoint-every",
-        "20",
-    ]
+
+    def train_args(out: Path) -> list[str]:
+        flags = ["--train.steps", "400", "--train.checkpoint-every", "20"]
+        return ["train", "--preset", "tiny", "--data", str(dataset), "--out", str(out), *flags]
+
+    cmd = [sys.executable, "-m", "vla_align", *train_args(run)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_file = run / "checkpoint" / "train_state.pt"
     deadline = time.time() + 120
@@ -111,24 +95,7 @@ def test_sigkill_then_resume(dataset: Path, tmp_path: Path) -> None:
     assert cfg.train.steps == 400 and sum(p.numel() for p in model.parameters()) > 0
     # Batches are drawn per step from (seed, step): the resumed run equals an uninterrupted one.
     ref = tmp_path / "ref"
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "tiny",
-                "--data",
-                str(dataset),
-                "--out",
-                str(ref),
-                "--train.steps",
-                "400",
-                "--train.checkpoint-every",
-                "20",
-            ]
-        )
-        == 0
-    )
+    assert main(train_args(ref)) == 0
     wa = load_file(str(run / "checkpoint" / "model.safetensors"))
     wb = load_file(str(ref / "checkpoint" / "model.safetensors"))
     for k in wa:

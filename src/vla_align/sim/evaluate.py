@@ -73,7 +73,7 @@ class EpisodeSpec:
     instruction: str
     expert_steps: int
     shown_instruction: str  # what the policy is told
-    image_pool_row: int  # for shuffle_image: a frame row of another episode
+    image_episode: int  # shuffle_image: index of another episode whose frames replace the view
 
 
 def episode_specs(table: FrameTable, n: int, seed: int, ablation: Ablation = "none") -> list[EpisodeSpec]:
@@ -87,11 +87,11 @@ def episode_specs(table: FrameTable, n: int, seed: int, ablation: Ablation = "no
     shown = list(instructions)
     if ablation == "shuffle_text":
         shown = _derange(instructions, rng)
-    pool_rows = np.zeros(len(chosen), dtype=np.int64)
+    image_episodes = np.zeros(len(chosen), dtype=np.int64)
     if ablation == "shuffle_image":
         for i, e in enumerate(chosen):
             other = int(rng.choice(ok[ok != e])) if len(ok) > 1 else int(e)
-            pool_rows[i] = other  # an episode index; the frame inside it is drawn per step
+            image_episodes[i] = other  # the frame inside it is drawn per step
     return [
         EpisodeSpec(
             seed=int(table.seeds[e]),
@@ -99,7 +99,7 @@ def episode_specs(table: FrameTable, n: int, seed: int, ablation: Ablation = "no
             instruction=instructions[i],
             expert_steps=int(table.episode_length[e]),
             shown_instruction=shown[i],
-            image_pool_row=int(pool_rows[i]),
+            image_episode=int(image_episodes[i]),
         )
         for i, e in enumerate(chosen)
     ]
@@ -165,7 +165,7 @@ def rollout(
                     assert st is not None
                     spec = specs[st["i"]]
                     if ablation == "shuffle_image" and table is not None:
-                        e = spec.image_pool_row
+                        e = spec.image_episode
                         row = table.episode_start[e] + int(rng.integers(table.episode_length[e]))
                         frames.append(table.frames[row])
                     else:
