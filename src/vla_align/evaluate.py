@@ -95,7 +95,7 @@ def embed_samples(model: TriModalModel, sampler: ChunkSampler, rows: np.ndarray,
 def evaluate_retrieval(model: TriModalModel, table: FrameTable, cfg: EvalConfig) -> dict[str, float | str]:
     from .metrics import retrieval_scores
 
-    sampler = ChunkSampler(table, model.cfg.action.chunk_len)
+    sampler = ChunkSampler(table, model.cfg.action.chunk_len, model.cfg.policy.history)
     rows = sampler.one_per_episode(cfg.seed, cfg.frame)
     if cfg.max_episodes:
         rows = rows[: cfg.max_episodes]

@@ -40,7 +40,8 @@ class Batch:
     text_group: Tensor  # (B,) int64
     episode: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,)
     frame: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,)
-    prev_action: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,) id, -1 = none
+    # (B, h) ids of the h previous actions, most recent first; -1 = none (before the episode start)
+    prev_action: Tensor = field(default_factory=lambda: torch.empty(0, 1, dtype=torch.long))
 
     def __len__(self) -> int:
         return len(self.text)

@@ -155,12 +155,12 @@ class TriModalModel(nn.Module):
             tokens = tokens.detach() if tokens is not None else None
         inputs = FusionInputs(patches=patches, image=image_feat, text=text_feat, tokens=tokens, token_mask=mask)
         if len(prev) != len(texts):
-            prev = torch.full((len(texts),), -1, dtype=torch.long, device=patches.device)
+            prev = torch.full((len(texts), 1), -1, dtype=torch.long, device=patches.device)
         return self.policy(inputs, prev)  # (B, k, A)
 
     @torch.no_grad()
     def act_logits(self, image: Tensor, texts: list[str], prev_action: Tensor) -> Tensor:
-        """Policy logits for observations: (B, H, W, 3) uint8, B strings, (B,) previous ids -> (B, k, A)."""
+        """Policy logits for observations: (B, H, W, 3) uint8, B strings, (B, h) previous ids -> (B, k, A)."""
         patches = self.image_encoder.patches(image)
         return self._policy_logits(
             patches, self.image_encoder.pool(patches), self.text_encoder(texts), texts, prev_action, False

@@ -1,7 +1,11 @@
 """A language-conditioned policy on the aligned encoders (chapter 5.1 / 5.5, seed 004).
 
     state  = fusion(image feature map, image feature, instruction feature[, tokens])   (B, H)
-    logits = head([state; embed(previous action)])                                     (B, k, A)
+    logits = head([state; embed(a_{t-1}); ...; embed(a_{t-h})])                          (B, k, A)
+
+The last ``history`` actions are the policy's memory: a short action history lets a policy that
+sees one frame tell "I just turned left twice" from "I just arrived", which breaks the turn-left /
+turn-right loops a memoryless policy falls into when the goal is out of view.
 
 The policy predicts a chunk of the next ``k`` discrete actions (k = 1: the next action only) and is
 trained by behaviour cloning (cross-entropy over the chunk, masked past the episode end). At run
@@ -33,7 +37,8 @@ class PolicyConfig:
     film_channels: int = 64  # width of the FiLM-conditioned conv blocks (film fusion)
     chunk: int = 1  # k: actions predicted per step
     execute: int = 1  # j: actions played from each chunk before re-planning (1 <= j <= k)
-    prev_action: bool = True  # condition on the previous action (a one-step memory)
+    prev_action: bool = True  # condition on previous actions (a short memory)
+    history: int = 1  # h: how many previous actions (with prev_action)
     weight: float = 1.0  # behaviour-cloning loss weight beside the contrastive terms
     start_step: int = 0  # contrastive-only pre-training before this step
     freeze_encoders_until: int = 0  # BC gradients do not reach the encoders before this step
@@ -46,6 +51,8 @@ class PolicyConfig:
             )
         if self.film_channels < 8:
             raise ConfigError(f"model.policy.film_channels must be >= 8, got {self.film_channels}")
+        if not 1 <= self.history <= 32:
+            raise ConfigError(f"model.policy.history must be in 1..32, got {self.history}")
         if self.hidden < 8:
             raise ConfigError(f"model.policy.hidden must be >= 8, got {self.hidden}")
         if not 1 <= self.execute <= self.chunk <= 64:
@@ -72,18 +79,23 @@ class Policy(nn.Module):
         self.num_actions = spec.num_actions
         self.fusion = FUSIONS.get(cfg.fusion)(dims)
         self.needs_tokens: bool = bool(getattr(self.fusion, "needs_tokens", False))
-        prev_dim = 32 if cfg.prev_action else 0
-        # index num_actions = "no previous action" (the first step of an episode)
-        self.prev = nn.Embedding(spec.num_actions + 1, prev_dim) if cfg.prev_action else None
+        self.history = cfg.history if cfg.prev_action else 0
+        prev_dim = 32 * self.history
+        # index num_actions = "no previous action" (before the first step of an episode)
+        self.prev = nn.Embedding(spec.num_actions + 1, 32) if cfg.prev_action else None
         self.head = nn.Sequential(
             nn.Linear(cfg.hidden + prev_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.chunk * spec.num_actions)
         )
 
-    def forward(self, x: FusionInputs, prev_action: Tensor) -> Tensor:  # prev (B,) ids, -1 = none -> (B, k, A)
+    def forward(self, x: FusionInputs, prev_action: Tensor) -> Tensor:
+        """prev_action: (B, >= h) previous ids, most recent first, -1 = none -> (B, k, A) logits."""
         state = self.fusion(x)  # (B, H)
         if self.prev is not None:
-            prev = torch.where(prev_action < 0, self.num_actions, prev_action)
-            state = torch.cat([state, self.prev(prev)], dim=-1)
+            prev = prev_action.view(len(state), -1)[:, : self.history]  # (B, h)
+            if prev.shape[1] < self.history:  # callers that know fewer steps: pad with "none"
+                prev = torch.cat([prev, prev.new_full((len(prev), self.history - prev.shape[1]), -1)], dim=1)
+            prev = torch.where(prev < 0, self.num_actions, prev)
+            state = torch.cat([state, self.prev(prev).flatten(1)], dim=-1)  # (B, H + 32h)
         return self.head(state).view(len(state), self.cfg.chunk, self.num_actions)  # (B, k, A)
 
     def loss(self, logits: Tensor, action: Tensor, mask: Tensor) -> Tensor:

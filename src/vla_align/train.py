@@ -136,7 +136,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     table = read_dataset(data_path, split="train")
     model = build_model(cfg, table.info).to(device)
     cfg.model.text.backbone = model.text_backbone  # record the resolved choice ("auto" -> name)
-    sampler = ChunkSampler(table, cfg.model.action.chunk_len)
+    sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history)
     mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
     objective = AlignmentLoss(cfg.loss)
     optimizer = make_optimizer(model, cfg.train)

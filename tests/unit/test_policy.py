@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.synthetic import write_synthetic
 from tests.unit.test_model import SPECS, make_batch
 
+from vla_align.data.lerobot import read_dataset
+from vla_align.data.windows import ChunkSampler
 from vla_align.errors import ConfigError
 from vla_align.fusion import FUSIONS
 from vla_align.policy import PolicyConfig
@@ -86,3 +92,31 @@ def test_policy_config_errors_say_what_to_change() -> None:
     cfg.model.policy = PolicyConfig(enabled=True)
     with pytest.raises(ConfigError, match="continuous"):
         cfg.model.build(SPECS["continuous"])
+
+
+def test_sampler_history_lists_previous_actions_most_recent_first(tmp_path: Path) -> None:
+    table = read_dataset(write_synthetic(tmp_path / "ds"), split="train")
+    sampler = ChunkSampler(table, chunk_len=4, history=3)
+    rows = np.arange(table.num_frames)
+    prev = sampler.batch(rows).prev_action.numpy()  # (F, 3)
+    assert prev.shape == (table.num_frames, 3)
+    for r in rows:  # naive: walk back inside the episode
+        t = int(sampler.frame_in_episode[r])
+        expected = [int(table.actions[r - k]) if t >= k else -1 for k in (1, 2, 3)]
+        assert prev[r].tolist() == expected
+
+
+def test_history_changes_the_policy_input_and_old_callers_still_work() -> None:
+    cfg = get_preset("tiny")
+    cfg.model.policy = PolicyConfig(enabled=True, fusion="late", hidden=32, history=3)
+    model = cfg.model.build(SPECS["discrete"]).eval()
+    batch = make_batch(SPECS["discrete"])
+    recent = torch.tensor([[0, 1, 2]] * 6)
+    older = torch.tensor([[0, 1, 5]] * 6)  # differs only three steps back
+    a = model.act_logits(batch.image, batch.text, recent)
+    b = model.act_logits(batch.image, batch.text, older)
+    assert not torch.allclose(a, b)
+    # a (B,) previous action is read as h = 1 with the older steps unknown
+    short = model.act_logits(batch.image, batch.text, torch.tensor([0] * 6))
+    padded = model.act_logits(batch.image, batch.text, torch.tensor([[0, -1, -1]] * 6))
+    torch.testing.assert_close(short, padded)

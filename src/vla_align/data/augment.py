@@ -49,8 +49,9 @@ def mirror(batch: Batch, which: torch.Tensor, perm: torch.Tensor) -> Batch:
     action[which] = perm[action[which].clamp(min=0)]
     prev = batch.prev_action.clone()
     if len(prev):
-        sel = which & (prev >= 0)
-        prev[sel] = perm[prev[sel]]
+        flat = prev.view(len(prev), -1)  # (B, h) view of prev
+        sel = which[:, None] & (flat >= 0)  # (B, h)
+        flat[sel] = perm[flat[sel]]
     text = [mirror_text(t) if w else t for t, w in zip(batch.text, which.tolist(), strict=True)]
     changed = [t != o for t, o in zip(text, batch.text, strict=True)]
     group = batch.text_group.clone()

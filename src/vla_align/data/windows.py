@@ -15,9 +15,10 @@ from .lerobot import FrameTable
 class ChunkSampler:
     """Every frame of every episode is a sample; batches are drawn uniformly with replacement."""
 
-    def __init__(self, table: FrameTable, chunk_len: int) -> None:
+    def __init__(self, table: FrameTable, chunk_len: int, history: int = 1) -> None:
         self.table = table
         self.chunk_len = chunk_len
+        self.history = history  # previous actions per sample (discrete actions)
         lengths = table.episode_length
         self.row_episode = np.repeat(np.arange(table.num_episodes), lengths)  # (F,) position in table
         offsets = np.arange(table.num_frames) - np.repeat(table.episode_start, lengths)  # (F,) t within episode
@@ -36,11 +37,12 @@ class ChunkSampler:
         mask = self.chunk_mask[rows]  # (B, T)
         action = t.actions[self.chunk_rows[rows]]  # (B, T) or (B, T, A)
         action = np.where(mask if action.ndim == 2 else mask[..., None], action, 0)
-        first = self.frame_in_episode[rows] == 0  # (B,)
-        if t.actions.ndim == 1:  # discrete: the previous action id, -1 at an episode's first frame
-            prev = np.where(first, -1, t.actions[np.maximum(rows - 1, 0)]).astype(np.int64)
+        back = np.arange(1, self.history + 1)  # (h,) steps back, most recent first
+        if t.actions.ndim == 1:  # discrete: previous action ids, -1 before the episode's first frame
+            before = self.frame_in_episode[rows][:, None] >= back[None, :]  # (B, h)
+            prev = np.where(before, t.actions[np.maximum(rows[:, None] - back[None, :], 0)], -1).astype(np.int64)
         else:
-            prev = np.full(len(rows), -1, dtype=np.int64)
+            prev = np.full((len(rows), self.history), -1, dtype=np.int64)
         return Batch(
             image=torch.from_numpy(t.frames[rows]),
             text=[t.instructions[e] for e in ep],

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..model import TriModalModel
 
 Ablation = Literal["none", "shuffle_text", "shuffle_image"]
-# A policy maps (frames (N, H, W, 3) uint8, N instructions, (N,) previous action ids) -> (N, k) ids.
+# A policy maps (frames (N, H, W, 3) uint8, N instructions, (N, h) previous action ids) -> (N, k) ids.
 PolicyFn = Callable[[np.ndarray, list[str], np.ndarray], np.ndarray]
 
 COLOURS = ("red", "green", "blue", "purple", "yellow", "grey")
@@ -127,8 +127,10 @@ def rollout(
     table: FrameTable | None = None,
     ablation: Ablation = "none",
     description: str | None = "rollout",
+    history: int = 1,
 ) -> list[EpisodeResult]:
-    """Play every spec once with ``policy`` (the first ``execute`` actions of each predicted chunk).
+    """Play every spec once with ``policy`` (the first ``execute`` actions of each predicted chunk),
+    telling it the last ``history`` actions of each episode (most recent first, -1 before the start).
 
     ``description`` labels the progress output; ``None`` runs silently.
     """
@@ -151,7 +153,7 @@ def rollout(
         env = envs[key]
         obs = reset(env, spec.seed)
         limit = cfg.max_steps or int(env.unwrapped.max_steps)
-        slots[slot] = {"i": i, "env": env, "obs": obs, "prev": -1, "queue": [], "steps": 0, "limit": limit}
+        slots[slot] = {"i": i, "env": env, "obs": obs, "prev": [-1] * history, "queue": [], "steps": 0, "limit": limit}
 
     for s in range(len(slots)):
         start(s)
@@ -172,7 +174,9 @@ def rollout(
                         frames.append(render_frame(st["obs"], image_size))
                     texts.append(spec.shown_instruction)
                     prev.append(st["prev"])
-                chunks = policy(np.stack(frames), texts, np.asarray(prev, dtype=np.int64))  # (N, k)
+                chunks = policy(
+                    np.stack(frames), texts, np.asarray(prev, dtype=np.int64).reshape(len(texts), history)
+                )  # (N, k)
                 for s, chunk in zip(deciding, chunks, strict=True):
                     st = slots[s]
                     assert st is not None
@@ -182,7 +186,7 @@ def rollout(
                     continue
                 action = st["queue"].pop(0)
                 st["obs"], reward, terminated, truncated, _ = st["env"].step(action)
-                st["prev"], st["steps"] = action, st["steps"] + 1
+                st["prev"], st["steps"] = [action, *st["prev"][:-1]], st["steps"] + 1
                 if terminated or truncated or st["steps"] >= st["limit"]:
                     spec = specs[st["i"]]
                     results[st["i"]] = EpisodeResult(
@@ -250,6 +254,7 @@ def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, pro
         raise UserError(f"{table.root}: closed-loop evaluation is implemented for BabyAI datasets only")
     model.eval()
     execute = model.cfg.policy.execute
+    history = model.cfg.policy.history if model.cfg.policy.prev_action else 1
     image_size = table.image_shape[0]
     policy = model_policy(model)
     out: dict[str, float] = {}
@@ -258,7 +263,9 @@ def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, pro
         specs = episode_specs(table, cfg.episodes, cfg.seed, ablation)
         with torch.no_grad():
             label = f"sim {ablation}" if progress else None
-            results = rollout(policy, specs, image_size, cfg, execute, table, ablation, description=label)
+            results = rollout(
+                policy, specs, image_size, cfg, execute, table, ablation, description=label, history=history
+            )
         prefix = "sim" if ablation == "none" else f"ablation/{ablation}/sim"
         summary = summarize(results, prefix)
         if ablation != "none":
