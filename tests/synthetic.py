@@ -18,11 +18,11 @@ DISCRETE = ActionSpec(kind="discrete", num_actions=4, names=["left", "right", "u
 CONTINUOUS = ActionSpec(kind="continuous", dim=2, names=["dx", "dy"])
 
 
-def episode(seed: int, size: int = 28, continuous: bool = False) -> Episode:
+def episode(seed: int, size: int = 28, continuous: bool = False, lengths: tuple[int, int] = (3, 10)) -> Episode:
     rng = np.random.default_rng(seed)
     names = list(COLOURS)
     colour = names[seed % len(names)]
-    length = int(rng.integers(3, 10))
+    length = int(rng.integers(*lengths))
     frames = np.zeros((length, size, size, 3), dtype=np.uint8)
     x, y = rng.integers(0, size - 6, size=2)
     for t in range(length):
@@ -49,14 +49,20 @@ def episode(seed: int, size: int = 28, continuous: bool = False) -> Episode:
 
 
 def write_synthetic(
-    path: Path, n_train: int = 24, n_val: int = 8, n_test: int = 12, continuous: bool = False, size: int = 28
+    path: Path,
+    n_train: int = 24,
+    n_val: int = 8,
+    n_test: int = 12,
+    continuous: bool = False,
+    size: int = 28,
+    lengths: tuple[int, int] = (3, 10),
 ) -> Path:
     counts = {"train": n_train, "val": n_val, "test": n_test}
     splits, start = {}, 0
     for name, n in counts.items():
         splits[name] = (start, start + n)
         start += n
-    episodes = (episode(i, size, continuous) for i in range(start))
+    episodes = (episode(i, size, continuous, lengths) for i in range(start))
     return write_dataset(
         path,
         episodes,

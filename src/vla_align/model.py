@@ -55,6 +55,28 @@ class ModelConfig:
         return TriModalModel(self, action_spec)
 
 
+@dataclass
+class ModelOutput:
+    emb: Embeddings
+    logits: Tensor | None = None  # (B, k, A) policy logits
+    policy_inputs: FusionInputs | None = None  # what the policy's fusion saw (before any dropout)
+    prev_action: Tensor | None = None  # (B, h)
+
+
+def blank_modalities(x: FusionInputs, drop: Tensor) -> FusionInputs:
+    """Zero the image inputs where ``drop`` == 1 and the instruction inputs where ``drop`` == 2."""
+    keep_v = (drop != 1).to(x.image.dtype)  # (B,)
+    keep_l = (drop != 2).to(x.text.dtype)  # (B,)
+    tokens = x.tokens * keep_l[:, None, None] if x.tokens is not None else None
+    return FusionInputs(
+        patches=x.patches * keep_v[:, None, None, None],
+        image=x.image * keep_v[:, None],
+        text=x.text * keep_l[:, None],
+        tokens=tokens,
+        token_mask=x.token_mask,
+    )
+
+
 def projection(in_dim: int, out_dim: int) -> nn.Module:
     """Encoder features -> Z (before normalisation). The encoders end in a linear layer and the
     head starts with LayerNorm, so embeddings are not crowded into one cone at initialisation
@@ -122,6 +144,20 @@ class TriModalModel(nn.Module):
         """Embeddings of ``modalities`` and, with ``policy``, the policy's (B, k, A) logits, sharing
         one pass through the image and text encoders. ``detach_policy_inputs`` keeps the policy's
         gradient out of the encoders (frozen-encoder stage)."""
+        out = self.forward_train(batch, modalities, policy, detach_policy_inputs)
+        return out.emb, out.logits
+
+    def forward_train(
+        self,
+        batch: Batch,
+        modalities: tuple[Modality, ...] = ("image", "text", "action"),
+        policy: bool = False,
+        detach_policy_inputs: bool = False,
+        drop: Tensor | None = None,
+    ) -> ModelOutput:
+        """``run`` plus what the auxiliary objectives need: the policy's fusion inputs (to act again
+        with a modality removed). ``drop`` (B,) blanks, per sample, the policy's image (1) or
+        instruction (2) input: modality dropout."""
         out = Embeddings()
         need_image = "image" in modalities or policy
         need_text = "text" in modalities or policy
@@ -134,17 +170,17 @@ class TriModalModel(nn.Module):
             out.text = F.normalize(self.heads["text"](text_feat), dim=-1)
         if "action" in modalities:
             out.action = self.encode_action(batch.action, batch.action_mask)
-        logits = None
+        result = ModelOutput(emb=out)
         if policy:
             assert patches is not None and image_feat is not None and text_feat is not None
-            logits = self._policy_logits(
-                patches, image_feat, text_feat, batch.text, batch.prev_action, detach_policy_inputs
-            )
-        return out, logits
+            result.policy_inputs = self._policy_inputs(patches, image_feat, text_feat, batch.text, detach_policy_inputs)
+            result.prev_action = batch.prev_action
+            result.logits = self.policy_logits(result.policy_inputs, batch.prev_action, drop)
+        return result
 
-    def _policy_logits(
-        self, patches: Tensor, image_feat: Tensor, text_feat: Tensor, texts: list[str], prev: Tensor, detach: bool
-    ) -> Tensor:
+    def _policy_inputs(
+        self, patches: Tensor, image_feat: Tensor, text_feat: Tensor, texts: list[str], detach: bool
+    ) -> FusionInputs:
         if self.policy is None:
             raise ConfigError("this model has no policy; train with --model.policy.enabled true")
         tokens = mask = None
@@ -153,18 +189,25 @@ class TriModalModel(nn.Module):
         if detach:
             patches, image_feat, text_feat = patches.detach(), image_feat.detach(), text_feat.detach()
             tokens = tokens.detach() if tokens is not None else None
-        inputs = FusionInputs(patches=patches, image=image_feat, text=text_feat, tokens=tokens, token_mask=mask)
-        if len(prev) != len(texts):
-            prev = torch.full((len(texts), 1), -1, dtype=torch.long, device=patches.device)
+        return FusionInputs(patches=patches, image=image_feat, text=text_feat, tokens=tokens, token_mask=mask)
+
+    def policy_logits(self, inputs: FusionInputs, prev: Tensor, drop: Tensor | None = None) -> Tensor:
+        """(B, k, A) logits from fusion inputs; ``drop`` (B,) = 1 blanks the image, 2 the instruction."""
+        if self.policy is None:
+            raise ConfigError("this model has no policy; train with --model.policy.enabled true")
+        if drop is not None:
+            inputs = blank_modalities(inputs, drop)
+        b = len(inputs.text)
+        if len(prev) != b:
+            prev = torch.full((b, 1), -1, dtype=torch.long, device=inputs.text.device)
         return self.policy(inputs, prev)  # (B, k, A)
 
     @torch.no_grad()
     def act_logits(self, image: Tensor, texts: list[str], prev_action: Tensor) -> Tensor:
         """Policy logits for observations: (B, H, W, 3) uint8, B strings, (B, h) previous ids -> (B, k, A)."""
         patches = self.image_encoder.patches(image)
-        return self._policy_logits(
-            patches, self.image_encoder.pool(patches), self.text_encoder(texts), texts, prev_action, False
-        )
+        inputs = self._policy_inputs(patches, self.image_encoder.pool(patches), self.text_encoder(texts), texts, False)
+        return self.policy_logits(inputs, prev_action)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role: weights with decay, biases/norms without, the temperature."""

@@ -25,7 +25,8 @@ from .data.windows import ChunkSampler
 from .encoders.image import random_shift
 from .errors import ConfigError, UserError
 from .losses import AlignmentLoss, mutual_information_bound
-from .modalities import PAIRS, Pair
+from .losses.auxiliary import AuxiliaryLosses, Context
+from .modalities import MODALITIES, PAIRS, Pair
 from .model import TriModalModel
 from .progress import console, progress_bar
 from .selection import SelectionConfig, validation_metrics
@@ -84,8 +85,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: TriModalModel, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: TriModalModel, cfg: TrainConfig, aux: torch.nn.Module | None = None) -> torch.optim.AdamW:
     groups = model.parameter_groups()
+    if aux is not None:  # the auxiliary objectives' heads train with the model
+        for p in aux.parameters():
+            (groups["decay"] if p.ndim >= 2 else groups["no_decay"]).append(p)
     return torch.optim.AdamW(
         [
             {"params": groups["decay"], "weight_decay": cfg.weight_decay, "lr": cfg.lr, "base_lr": cfg.lr},
@@ -139,7 +143,10 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history)
     mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
     objective = AlignmentLoss(cfg.loss)
-    optimizer = make_optimizer(model, cfg.train)
+    aux = AuxiliaryLosses(cfg.loss, model, table).to(device)
+    if (aux.needs_policy or cfg.loss.modality_dropout > 0) and not policy_cfg.enabled:
+        raise ConfigError("loss.modality_dropout / loss.modality_balance act on the policy; enable model.policy")
+    optimizer = make_optimizer(model, cfg.train, aux)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     extra = {
@@ -159,6 +166,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
         if state is None:
             raise UserError(f"{ckpt_dir}: no train_state.pt to resume from; start a new run instead")
         model.load_state_dict(state["model"])
+        aux.load_state_dict(state.get("aux") or {})
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         best.update(state.get("best") or {})
@@ -186,18 +194,28 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
                 group["lr"] = group["base_lr"] * lr_factor(step, cfg.train)
 
             use_policy = policy_cfg.enabled and step >= policy_cfg.start_step
+            needed = set(objective.modalities(step)) | aux.modalities()
+            drop = None
+            if use_policy and cfg.loss.modality_dropout > 0:  # 1 = blank the image, 2 = the instruction
+                hit = torch.rand(len(batch), generator=gen) < cfg.loss.modality_dropout
+                drop = (hit * (1 + (torch.rand(len(batch), generator=gen) < 0.5))).long().to(device)
             with autocast:
-                emb, logits = model.run(
+                out = model.forward_train(
                     batch,
-                    objective.modalities(step),
+                    tuple(m for m in MODALITIES if m in needed),
                     policy=use_policy,
                     detach_policy_inputs=step < policy_cfg.freeze_encoders_until,
+                    drop=drop,
                 )
+            emb, logits = out.emb, out.logits
             scales: dict[Pair, torch.Tensor] = {p: model.logit_scale(p) for p in PAIRS}
             losses = objective(emb, batch, scales, step)
             if logits is not None and model.policy is not None:
                 losses["policy"] = model.policy.loss(logits.float(), batch.action, batch.action_mask)
-            total = objective.total(losses, {"policy": policy_cfg.weight})
+            if len(aux):
+                with autocast:
+                    losses.update(aux(Context(model=model, batch=batch, out=out, step=step, rng=rng)))
+            total = objective.total(losses, {"policy": policy_cfg.weight, **aux.weights()})
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -220,6 +238,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
                 if logits is not None:
                     hit = (logits[:, 0].argmax(-1) == batch.action[:, 0]).float().mean()
                     record["policy/accuracy"] = float(hit)
+                record.update(aux.log_values())
                 record["grad_norm"] = float(grad_norm)
                 record["samples_per_s"] = rate
                 log.write(json.dumps(record) + "\n")
@@ -239,7 +258,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
                 patience = cfg.train.select.patience
                 stop = bool(patience) and best["checks_since"] >= patience
             if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop:
-                save_checkpoint(model, optimizer, done, ckpt_dir, best)
+                save_checkpoint(model, optimizer, done, ckpt_dir, best, aux)
             bar.advance(1)
             if stop:
                 console.print(f"early stop at step {done}: no better validation score since step {best['step']:.0f}")
@@ -259,12 +278,19 @@ def save_checkpoint(
     step: int,
     directory: Path,
     best: dict[str, float] | None = None,
+    aux: torch.nn.Module | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # train_state.pt carries its own copy of the weights, so each file is self-consistent even
     # if the process dies between the two atomic writes.
     checkpoint.save_train_state(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best or {}},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "best": best or {},
+            "aux": aux.state_dict() if aux is not None else {},
+        },
         directory,
     )
     checkpoint.save_weights(model, directory)

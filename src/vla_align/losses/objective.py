@@ -1,8 +1,10 @@
 """The weighted tri-modal alignment objective (chapter 5.6):
 
-    L_align = λ_VL·L_V↔L + λ_LA·L_L↔A + λ_VA·L_V↔A      (defaults 1, 1, 0.5)
+    L_align = λ_VL·L_V↔L + λ_LA·L_L↔A + λ_VA·L_V↔A + λ_cyc·L_cycle + ...     (defaults 1, 1, 0.5, 0.2)
 
-with an optional pairwise-first curriculum (chapter 5.1): only V↔L for the first steps.
+with an optional pairwise-first curriculum (chapter 5.1): only V↔L for the first steps. The pair
+terms live here; the other terms (cycle, tri-modal, paraphrase, modality balance) are the
+registered objectives of ``auxiliary.py``, configured by the fields of ``LossConfig`` below.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Embeddings, Modality, Pair
+from ..physics import PhysicsConfig
 from .contrastive import group_positives, info_nce
+from .cycle import CycleConfig
+from .spectral import SpectralConfig
 
 
 @dataclass
@@ -36,10 +41,23 @@ class LossConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     pairwise_first_steps: int = 0  # curriculum: image_text alone for this many steps, then all pairs
     shared_instruction_positives: bool = True  # samples with the same instruction are positives
+    cycle: CycleConfig = field(default_factory=CycleConfig)  # language as the bridge V <-> A (5.4)
+    trimodal: float = 0.0  # weight of the tri-modal consistency term (5.6)
+    paraphrase: float = 0.0  # weight of paraphrase consistency (gotcha 6)
+    modality_dropout: float = 0.0  # probability of blanking a sample's image or instruction for the policy
+    modality_balance: float = 0.0  # weight of the modality-balance hinge (gotcha 1)
+    balance_margin: float = 0.5  # nats: removing either modality must move the policy at least this much
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)  # γ_VA coherence + chunk reconstruction
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)  # feasibility penalty + reachability distillation
 
     def __post_init__(self) -> None:
         if self.pairwise_first_steps < 0:
             raise ConfigError("loss.pairwise_first_steps must be >= 0")
+        for name in ("trimodal", "paraphrase", "modality_balance", "balance_margin"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.modality_dropout < 1:
+            raise ConfigError(f"loss.modality_dropout is a probability in [0, 1), got {self.modality_dropout}")
 
 
 class AlignmentLoss:
