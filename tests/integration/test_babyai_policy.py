@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("minigrid")
 
@@ -116,3 +117,21 @@ def test_policy_run_trains_and_acts_end_to_end(dataset: Path, tmp_path: Path) ->
         "retrieval/image_to_text/R@10",
     ):
         assert 0.0 <= metrics[key] <= 1.0, key
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_single_process_results(dataset: Path) -> None:
+    from vla_align.data.episode import ActionSpec
+    from vla_align.policy import PolicyConfig
+    from vla_align.presets import get_preset
+    from vla_align.sim.evaluate import evaluate_policy
+
+    table = read_dataset(dataset, split="test")
+    cfg = get_preset("tiny")
+    cfg.model.policy = PolicyConfig(enabled=True, fusion="film", hidden=32, history=2)
+    torch.manual_seed(3)
+    model = cfg.model.build(ActionSpec.from_dict(table.info["vla_align"]["action_spec"]))
+    one = evaluate_policy(model, table, SimConfig(episodes=10, envs=3, max_steps=20), progress=False)
+    two = evaluate_policy(model, table, SimConfig(episodes=10, envs=3, max_steps=20, workers=2), progress=False)
+    assert one == two
+    assert one["sim/episodes"] == 10 and "ablation/shuffle_image/sim/success_rate" in one

@@ -5,7 +5,10 @@ held-out demonstration, so the expert's path length on that seed (the demonstrat
 the SPL reference, and the instruction is known before the episode starts (needed to shuffle it).
 
 ``rollout`` steps a pool of environments in lock-step and asks the policy for all of them in one
-batch (one forward per decision step, not per env). The two ablations of the chapter's modality
+batch (one forward per decision step, not per env). With ``workers`` > 1, ``evaluate_policy``
+splits the episodes over that many processes (spawned, one torch thread each), each running its
+own lock-step pool with a copy of the model, and merges the results in episode order: the
+environments' Python stepping and rendering then run on every core, not one. The two ablations of the chapter's modality
 check replace what the policy sees, never what the env does:
 
 * ``shuffle_text``: every episode gets the instruction of another episode with a different string;
@@ -43,6 +46,7 @@ class SimConfig:
     episodes: int = 0  # closed-loop episodes from the held-out split (0 = none)
     split: str = "test"
     envs: int = 64  # environments stepped together (one batched policy call per step)
+    workers: int = 1  # processes the episodes are split over (each steps its own pool of envs)
     max_steps: int = 0  # per-episode cap; 0 = the level's own limit
     ablations: bool = True  # also run shuffle_text and shuffle_image
     seed: int = 0  # which held-out episodes (when fewer than the split holds) and shuffles
@@ -50,6 +54,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.episodes < 0 or self.envs < 1 or self.max_steps < 0:
             raise ConfigError("eval.sim: episodes >= 0, envs >= 1 and max_steps >= 0 are required")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"eval.sim.workers must be in 1..64, got {self.workers}")
 
 
 @dataclass
@@ -246,6 +252,107 @@ def model_policy(model: TriModalModel) -> PolicyFn:
     return act
 
 
+@dataclass
+class _Job:
+    """What one worker process needs: the model (config + weights) and its share of episodes."""
+
+    model_config: dict[str, Any]
+    action_spec: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    specs: list[EpisodeSpec]
+    image_size: int
+    cfg: SimConfig
+    frames: FrameTable | None  # shuffle_image: only the replacement episodes' frames
+    ablation: Ablation
+
+
+def _run_job(job: _Job) -> list[EpisodeResult]:
+    from .. import config as config_lib
+    from ..data.episode import ActionSpec
+    from ..model import ModelConfig
+
+    torch.set_num_threads(1)
+    model = config_lib.from_dict(ModelConfig, job.model_config).build(ActionSpec.from_dict(job.action_spec))
+    model.load_state_dict(job.weights)
+    model.eval()
+    policy_cfg = model.cfg.policy
+    history = policy_cfg.history if policy_cfg.prev_action else 1
+    with torch.no_grad():
+        return rollout(
+            model_policy(model),
+            job.specs,
+            job.image_size,
+            job.cfg,
+            policy_cfg.execute,
+            job.frames,
+            job.ablation,
+            description=None,
+            history=history,
+        )
+
+
+def _with_own_frames(specs: list[EpisodeSpec], table: FrameTable) -> tuple[list[EpisodeSpec], FrameTable]:
+    """The replacement episodes' frames as a small table, and specs re-pointed into it."""
+    from dataclasses import replace
+
+    episodes = sorted({s.image_episode for s in specs})
+    index = {e: k for k, e in enumerate(episodes)}
+    lengths = table.episode_length[episodes]
+    rows = np.concatenate(
+        [np.arange(table.episode_start[e], table.episode_start[e] + table.episode_length[e]) for e in episodes]
+    )
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    small = replace(
+        table, frames=table.frames[rows], episode_start=starts, episode_length=lengths, actions=table.actions[rows]
+    )
+    return [replace(s, image_episode=index[s.image_episode]) for s in specs], small
+
+
+def parallel_rollout(
+    model: TriModalModel,
+    specs: list[EpisodeSpec],
+    table: FrameTable,
+    cfg: SimConfig,
+    ablation: Ablation = "none",
+    description: str | None = "rollout",
+) -> list[EpisodeResult]:
+    """``rollout`` over ``cfg.workers`` spawned processes; results in the order of ``specs``.
+
+    Episode i goes to worker i mod workers, so every worker gets a similar mix of levels and lengths.
+    """
+    import multiprocessing
+
+    from .. import config as config_lib
+
+    workers = min(cfg.workers, len(specs))
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    jobs = []
+    for w in range(workers):
+        part = specs[w::workers]
+        frames = None
+        if ablation == "shuffle_image":  # ship only the frames this worker can show
+            part, frames = _with_own_frames(part, table)
+        jobs.append(
+            _Job(
+                model_config=config_lib.to_dict(model.cfg),
+                action_spec=model.action_spec.to_dict(),
+                weights=weights,
+                specs=part,
+                image_size=table.image_shape[0],
+                cfg=cfg,
+                frames=frames,
+                ablation=ablation,
+            )
+        )
+    results: list[EpisodeResult | None] = [None] * len(specs)
+    ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
+    with progress_bar(description or "", workers, silent=description is None) as bar, ctx.Pool(workers) as pool:
+        for w, done in enumerate(pool.imap(_run_job, jobs)):
+            results[w::workers] = done
+            bar.advance(1)
+    return [r for r in results if r is not None]
+
+
 def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, progress: bool = True) -> dict[str, float]:
     """Closed-loop metrics on ``cfg.episodes`` held-out episodes, plus the modality ablations."""
     if model.policy is None:
@@ -261,11 +368,14 @@ def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, pro
     ablations: tuple[Ablation, ...] = ("none", "shuffle_text", "shuffle_image") if cfg.ablations else ("none",)
     for ablation in ablations:
         specs = episode_specs(table, cfg.episodes, cfg.seed, ablation)
-        with torch.no_grad():
-            label = f"sim {ablation}" if progress else None
-            results = rollout(
-                policy, specs, image_size, cfg, execute, table, ablation, description=label, history=history
-            )
+        label = f"sim {ablation}" if progress else None
+        if cfg.workers > 1 and len(specs) > 1:
+            results = parallel_rollout(model, specs, table, cfg, ablation, description=label)
+        else:
+            with torch.no_grad():
+                results = rollout(
+                    policy, specs, image_size, cfg, execute, table, ablation, description=label, history=history
+                )
         prefix = "sim" if ablation == "none" else f"ablation/{ablation}/sim"
         summary = summarize(results, prefix)
         if ablation != "none":
