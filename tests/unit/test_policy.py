@@ -120,3 +120,16 @@ def test_history_changes_the_policy_input_and_old_callers_still_work() -> None:
     short = model.act_logits(batch.image, batch.text, torch.tensor([0] * 6))
     padded = model.act_logits(batch.image, batch.text, torch.tensor([[0, -1, -1]] * 6))
     torch.testing.assert_close(short, padded)
+
+
+def test_selection_rules() -> None:
+    from vla_align.selection import SelectionConfig, selection_score
+
+    mean, gated = SelectionConfig(), SelectionConfig(rule="gated", min_retrieval=0.7)
+    assert selection_score(0.8, 0.9, mean) == pytest.approx(0.85)
+    assert selection_score(0.6, None, gated) == 0.6  # no simulator: retrieval alone
+    # gated: success decides among checks above the gate; any check above beats every check below
+    above = [selection_score(r, s, gated) for r, s in ((0.71, 0.97), (0.82, 0.96))]
+    below = selection_score(0.69, 0.99, gated)
+    assert above[0] > above[1] > below
+    assert selection_score(0.69, 0.5, gated) > selection_score(0.60, 0.99, gated)  # all below: best aligned
