@@ -33,7 +33,9 @@ BABYAI_IMAGE = ImageEncoderConfig(channels=(64, 128, 128), strides=(8, 1, 1), po
 # No random-shift augmentation on BabyAI: a shift that is not a multiple of the 8-px tile breaks the
 # stem's tile alignment (image_text InfoNCE after 500 steps: 5.17 with a 4-px shift, 4.06 without),
 # and a whole-tile shift would move the agent, which BabyAI always draws at the same place.
-BABYAI_POLICY = PolicyConfig(enabled=True, fusion="film", hidden=256, chunk=1, execute=1)
+# The last 4 actions are the policy's memory: on GoToLocal 10k (4,000 steps, 500 test seeds) success
+# is 0.968 with the previous action alone and 0.988 with four (turn-left/turn-right loops vanish).
+BABYAI_POLICY = PolicyConfig(enabled=True, fusion="film", hidden=256, chunk=1, execute=1, history=4)
 BABYAI_EVAL = EvalConfig(sim=SimConfig(episodes=500, envs=64))
 
 PRESETS: Registry[Callable[[], RunConfig]] = Registry("preset")
@@ -69,7 +71,8 @@ def _babyai(name: str, steps: int, warmup: int, select_episodes: int) -> RunConf
             warmup_steps=warmup,
             checkpoint_every=500,
             augment_shift=0,
-            select=SelectionConfig(every=500, episodes=select_episodes),
+            # success among the checks whose validation R@10 passes the chapter's 0.70 gate
+            select=SelectionConfig(every=500, episodes=select_episodes, rule="gated"),
         ),
         eval=BABYAI_EVAL,
     )
