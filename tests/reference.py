@@ -67,3 +67,68 @@ def retrieval_reference(
     if n_queries == 0:
         raise ValueError("no query has any relevant item")
     return {name: total / n_queries for name, total in sums.items()}
+
+
+# --- multi-objective balancing (chapter 5.10): PCGrad, GradNorm, cosines -------------------------
+# Gradients are flattened to Python lists of floats (float64) and combined with explicit loops.
+
+
+def _flat(g: Tensor) -> list[float]:
+    return [float(x) for x in g.detach().double().reshape(-1).tolist()]
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def cosine_reference(a: Tensor, b: Tensor) -> float:
+    """<a, b> / (|a| |b|), 0.0 when either vector is 0."""
+    x, y = _flat(a), _flat(b)
+    denom = math.sqrt(_dot(x, x)) * math.sqrt(_dot(y, y))
+    return _dot(x, y) / denom if denom > 0 else 0.0
+
+
+def pcgrad_reference(grads: list[Tensor], order: list[list[int]]) -> list[list[float]]:
+    """Projected gradients g_i^PC: for j in order[i], if <g_i^PC, g_j> < 0 (g_j original),
+    g_i^PC -= <g_i^PC, g_j> / |g_j|^2 * g_j. Returns one list of floats per objective."""
+    flat = [_flat(g) for g in grads]
+    out = []
+    for i, g_i in enumerate(flat):
+        g = list(g_i)
+        for j in order[i]:
+            d = _dot(g, flat[j])
+            sq = _dot(flat[j], flat[j])
+            if d < 0 and sq > 0:
+                g = [x - d / sq * y for x, y in zip(g, flat[j], strict=True)]
+        out.append(g)
+    return out
+
+
+def gradnorm_step_reference(
+    weights: list[float],
+    grad_norms: list[float],
+    losses: list[float],
+    initial_losses: list[float],
+    alpha: float,
+    lr: float,
+    eps: float = 1e-8,
+) -> list[float]:
+    """GradNorm's weights after its *first* update, with Adam (β1=0.9, β2=0.999) on
+    L_gn = Σ_i |w_i n_i − Ḡ r_i^α| (Ḡ = mean_i w_i n_i and r_i held constant), then w clamped
+    positive and renormalised to Σ w = K. Adam's first step is w -= lr · ĝ / (|ĝ| + eps), ĝ = g."""
+    k = len(weights)
+    ratio = [losses[i] / initial_losses[i] for i in range(k)]
+    mean_ratio = sum(ratio) / k
+    rel = [r / mean_ratio for r in ratio]
+    g_w = [weights[i] * grad_norms[i] for i in range(k)]
+    g_bar = sum(g_w) / k
+    new = []
+    for i in range(k):
+        diff = g_w[i] - g_bar * rel[i] ** alpha
+        sign = 1.0 if diff > 0 else (-1.0 if diff < 0 else 0.0)
+        grad = sign * grad_norms[i]  # d|w_i n_i - target_i| / dw_i
+        m_hat = grad  # (1 - β1) g / (1 - β1)
+        v_hat = grad * grad  # (1 - β2) g² / (1 - β2)
+        new.append(max(weights[i] - lr * m_hat / (math.sqrt(v_hat) + eps), 1e-4))
+    total = sum(new)
+    return [w * k / total for w in new]

@@ -147,6 +147,12 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     if (aux.needs_policy or cfg.loss.modality_dropout > 0) and not policy_cfg.enabled:
         raise ConfigError("loss.modality_dropout / loss.modality_balance act on the policy; enable model.policy")
     optimizer = make_optimizer(model, cfg.train, aux)
+    # every term the run can produce, prior weight > 0: the balancer's state is keyed by these names
+    priors = {"policy": policy_cfg.weight, **aux.weights()}
+    names: list[str] = [p for p in PAIRS if getattr(cfg.loss.weights, p) > 0]
+    names += ["policy"] if policy_cfg.enabled and policy_cfg.weight > 0 else []
+    names += [n for n, w in aux.weights().items() if w > 0]
+    balancer = cfg.loss.balancer.build(names).to(device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     extra = {
@@ -167,6 +173,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             raise UserError(f"{ckpt_dir}: no train_state.pt to resume from; start a new run instead")
         model.load_state_dict(state["model"])
         aux.load_state_dict(state.get("aux") or {})
+        balancer.load_state_dict(state.get("balancer") or balancer.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         best.update(state.get("best") or {})
@@ -215,9 +222,17 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             if len(aux):
                 with autocast:
                     losses.update(aux(Context(model=model, batch=batch, out=out, step=step, rng=rng)))
-            total = objective.total(losses, {"policy": policy_cfg.weight, **aux.weights()})
+            prior = objective.weights(losses, priors)
+            weighted = {n: prior[n] * v for n, v in losses.items() if prior[n] > 0}
+            if not weighted:
+                raise ConfigError(f"no loss term has a positive weight at step {step}")
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            params = [p for p in model.parameters() if p.requires_grad] + list(aux.parameters())
+            if cfg.loss.balancer.diagnose_at(step):  # gradient-conflict health check (keeps the graph)
+                conflict = balancer.diagnose(weighted, params)
+                log.write(json.dumps({"step": step + 1, **conflict}) + "\n")
+            multipliers = balancer.backward(weighted, params, step)
+            total = sum(multipliers[n] * float(v.detach()) for n, v in weighted.items())
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             seen += len(batch)
@@ -227,7 +242,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
                 rate = seen / (time.perf_counter() - t0)
                 record: dict[str, Any] = {
                     "step": done,
-                    "loss/total": float(total.detach()),
+                    "loss/total": total,
                     "lr": optimizer.param_groups[0]["lr"],
                 }
                 for name, value in losses.items():
@@ -239,11 +254,12 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
                     hit = (logits[:, 0].argmax(-1) == batch.action[:, 0]).float().mean()
                     record["policy/accuracy"] = float(hit)
                 record.update(aux.log_values())
+                record.update(balancer.log_values())
                 record["grad_norm"] = float(grad_norm)
                 record["samples_per_s"] = rate
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.info = f"loss {float(total.detach()):.3f}  {rate:.0f} samples/s"
+                bar.info = f"loss {total:.3f}  {rate:.0f} samples/s"
             stop = False
             if val_table is not None and (done % cfg.train.select.every == 0 or done == cfg.train.steps):
                 val = validation_metrics(model, val_table, cfg.train.select, cfg.eval)
@@ -258,7 +274,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
                 patience = cfg.train.select.patience
                 stop = bool(patience) and best["checks_since"] >= patience
             if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop:
-                save_checkpoint(model, optimizer, done, ckpt_dir, best, aux)
+                save_checkpoint(model, optimizer, done, ckpt_dir, best, aux, balancer)
             bar.advance(1)
             if stop:
                 console.print(f"early stop at step {done}: no better validation score since step {best['step']:.0f}")
@@ -279,6 +295,7 @@ def save_checkpoint(
     directory: Path,
     best: dict[str, float] | None = None,
     aux: torch.nn.Module | None = None,
+    balancer: torch.nn.Module | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # train_state.pt carries its own copy of the weights, so each file is self-consistent even
@@ -290,6 +307,7 @@ def save_checkpoint(
             "step": step,
             "best": best or {},
             "aux": aux.state_dict() if aux is not None else {},
+            "balancer": balancer.state_dict() if balancer is not None else {},
         },
         directory,
     )

@@ -32,8 +32,13 @@ def test_train_then_eval_writes_the_run_contract(dataset: Path, tmp_path: Path) 
     assert main(["train", "--preset", "tiny", "--data", str(dataset), "--out", str(run), "--train.steps", "150"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["model"]["text"]["backbone"] == "scratch"
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = [r for r in records if "loss/total" in r]
     assert [r["step"] for r in lines] == list(range(5, 151, 5))
+    # gradient-conflict health check at the first step (every loss.balancer.conflict_every steps)
+    conflict = [r for r in records if "conflict/cos/image_text|text_action" in r]
+    assert [r["step"] for r in conflict] == [1]
+    assert -1.0 <= conflict[0]["conflict/cos/image_text|text_action"] <= 1.0
     assert lines[-1]["loss/total"] < lines[0]["loss/total"]
     assert (run / "checkpoint" / "model.safetensors").is_file()
 

@@ -128,7 +128,9 @@ def test_loss_config_rejects_bad_values() -> None:
         CycleConfig(weight=-1)
 
 
-def test_training_with_every_objective_logs_each_term_and_resumes(tmp_path: Path) -> None:
+def test_training_with_every_objective_logs_each_term_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_synthetic(tmp_path / "ds", n_train=40, n_val=8, n_test=8)
     flags = ["--preset", "tiny", "--data", str(data), "--train.steps", "10", "--model.policy.enabled", "true"]
     flags += ["--loss.cycle.weight", "0.2", "--loss.trimodal", "0.1", "--loss.paraphrase", "0.5"]
@@ -140,10 +142,11 @@ def test_training_with_every_objective_logs_each_term_and_resumes(tmp_path: Path
         assert np.isfinite(last[f"loss/{term}"]), term
     assert {"modality/kl/image", "modality/kl/text"} <= set(last)
     # a run stopped at step 5 and resumed equals the uninterrupted one (the heads' state is saved)
-    half = tmp_path / "half"
-    assert main(["train", *flags, "--out", str(half), "--train.steps", "10", "--train.checkpoint-every", "5"]) == 0
     from safetensors.torch import load_file
+    from tests.integration.test_balancer_training import interrupted_then_resumed
 
+    half = tmp_path / "half"
+    interrupted_then_resumed(["train", *flags], half, monkeypatch)
     a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
     b = load_file(str(half / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
