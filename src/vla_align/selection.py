@@ -6,8 +6,8 @@ dataset, closed-loop success on ``episodes`` validation episodes:
 
 * ``mean``: score = the mean of the available signals;
 * ``gated``: score = success among the checks whose R@10 reaches ``min_retrieval`` (the chapter's
-  in-domain gate is 0.70); a check below the gate scores R@10 − 1, so it is chosen only when no
-  check passes (then the best-aligned one). Without a simulator, score = R@10.
+  in-domain gate is 0.70); a check below the gate scores its ``mean`` score − 1, so it is chosen
+  only when no check passes (then by the ``mean`` rule). Without a simulator, score = R@10.
 
 ``mean`` trades one point of success for one point of R@10, which on BabyAI picks early checks whose
 retrieval is high but whose policy is not done training (GoToLocal 10k: step 1,000 at 0.956 test
@@ -51,7 +51,7 @@ def selection_score(recall: float, success: float | None, cfg: SelectionConfig) 
         return recall
     if cfg.rule == "mean":
         return 0.5 * (recall + success)
-    return success if recall >= cfg.min_retrieval else recall - 1.0
+    return success if recall >= cfg.min_retrieval else 0.5 * (recall + success) - 1.0
 
 
 def validation_metrics(

@@ -132,4 +132,4 @@ def test_selection_rules() -> None:
     above = [selection_score(r, s, gated) for r, s in ((0.71, 0.97), (0.82, 0.96))]
     below = selection_score(0.69, 0.99, gated)
     assert above[0] > above[1] > below
-    assert selection_score(0.69, 0.5, gated) > selection_score(0.60, 0.99, gated)  # all below: best aligned
+    assert selection_score(0.60, 0.99, gated) > selection_score(0.69, 0.5, gated)  # all below: the mean rule
