@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .balancing.config import BalancerConfig
 from .data.source import DataConfig
 from .encoders import ImageEncoderConfig, TextEncoderConfig
 from .evaluate import EvalConfig
 from .losses import LossConfig
+from .losses.cycle import CycleConfig
 from .model import ModelConfig
 from .policy import PolicyConfig
 from .registry import Registry
@@ -90,6 +92,23 @@ def babyai_quick() -> RunConfig:
 def babyai() -> RunConfig:
     """GoToLocal at full quality: 10k demos, 4k steps (~15 min of 2-core CPU training), 500 sim seeds."""
     return _babyai("babyai", steps=4000, warmup=300, select_episodes=200)
+
+
+@PRESETS.register("babyai-chapter")
+def babyai_chapter() -> RunConfig:
+    """babyai-quick with the chapter's whole discrete-action recipe: λ_cyc = 0.2, tri-modal consistency,
+    paraphrase consistency, modality dropout + balance, balanced by PCGrad -> GradNorm (α = 0.5).
+    (Spectral coherence, feasibility and distillation need long continuous trajectories: Meta-World.)"""
+    cfg = _babyai("babyai-chapter", steps=2000, warmup=150, select_episodes=100)
+    cfg.loss = LossConfig(
+        cycle=CycleConfig(weight=0.2),
+        trimodal=0.1,
+        paraphrase=0.5,
+        modality_dropout=0.1,
+        modality_balance=0.1,
+        balancer=BalancerConfig(name="pcgrad_gradnorm", alpha=0.5),
+    )
+    return cfg
 
 
 def get_preset(name: str) -> RunConfig:
