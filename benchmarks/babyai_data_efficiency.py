@@ -13,7 +13,7 @@ Variants (what the chapter asks the benchmark to separate):
   joint     contrastive + behaviour cloning from step 0
   pretrain  contrastive only for the first half, then BC with the encoders frozen for a quarter
   scratch   joint, with the trainable from-scratch text encoder instead of frozen MiniLM
-  noaug     joint, without random-shift augmentation
+  mirror    joint, with left-right mirror augmentation (p = 0.5; swaps left/right actions and words)
 
 Prints a Markdown table (and writes it to OUT/table.md) with the machine it ran on.
 """
@@ -34,7 +34,7 @@ VARIANTS: dict[str, list[str]] = {
     "joint": [],
     "pretrain": [],  # filled in from --steps
     "scratch": ["--model.text.backbone", "scratch"],
-    "noaug": ["--train.augment-shift", "0"],
+    "mirror": ["--train.augment-mirror", "0.5"],
 }
 
 
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=500)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-data"))
+    parser.add_argument("--data", type=Path, help="an existing dataset to use (with a single --sizes value)")
     args = parser.parse_args()
     exe = [sys.executable, "-m", "vla_align"]
     half = args.steps // 2
@@ -69,7 +70,9 @@ def main() -> None:
 
     rows = []
     for size in args.sizes:
-        data = args.out / f"data-{args.level}-{size}"
+        data = args.data or args.out / f"data-{args.level}-{size}"
+        if args.data and len(args.sizes) > 1:
+            raise SystemExit("--data needs a single --sizes value")
         if not (data / "meta" / "info.json").is_file():
             run(
                 [
