@@ -39,6 +39,7 @@ class PolicyConfig:
     execute: int = 1  # j: actions played from each chunk before re-planning (1 <= j <= k)
     prev_action: bool = True  # condition on previous actions (a short memory)
     history: int = 1  # h: how many previous actions (with prev_action)
+    history_dropout: float = 0.0  # training: probability of hiding a sample's whole action history
     weight: float = 1.0  # behaviour-cloning loss weight beside the contrastive terms
     start_step: int = 0  # contrastive-only pre-training before this step
     freeze_encoders_until: int = 0  # BC gradients do not reach the encoders before this step
@@ -51,6 +52,8 @@ class PolicyConfig:
             )
         if self.film_channels < 8:
             raise ConfigError(f"model.policy.film_channels must be >= 8, got {self.film_channels}")
+        if not 0 <= self.history_dropout < 1:
+            raise ConfigError(f"model.policy.history_dropout is a probability in [0, 1), got {self.history_dropout}")
         if not 1 <= self.history <= 32:
             raise ConfigError(f"model.policy.history must be in 1..32, got {self.history}")
         if self.hidden < 8:

@@ -193,6 +193,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             batch = sampler.sample(rng, cfg.train.batch_size)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             batch.image = random_shift(batch.image, cfg.train.augment_shift, gen)
+            if policy_cfg.history_dropout > 0 and len(
+                batch.prev_action
+            ):  # the history must not replace the instruction
+                hide = torch.rand(len(batch), generator=gen) < policy_cfg.history_dropout
+                batch.prev_action = torch.where(hide[:, None], -1, batch.prev_action.view(len(batch), -1))
             if mirror_perm is not None:
                 flip = torch.rand(len(batch), generator=gen) < cfg.train.augment_mirror
                 batch = mirror(batch, flip, mirror_perm)

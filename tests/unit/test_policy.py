@@ -133,3 +133,14 @@ def test_selection_rules() -> None:
     below = selection_score(0.69, 0.99, gated)
     assert above[0] > above[1] > below
     assert selection_score(0.60, 0.99, gated) > selection_score(0.69, 0.5, gated)  # all below: the mean rule
+
+
+def test_history_dropout_trains_and_is_validated(tmp_path: Path) -> None:
+    from vla_align.cli import main
+
+    with pytest.raises(ConfigError, match="history_dropout"):
+        PolicyConfig(history_dropout=1.0)
+    data = write_synthetic(tmp_path / "ds", n_train=16, n_val=4, n_test=4)
+    args = ["train", "--preset", "tiny", "--data", str(data), "--out", str(tmp_path / "run"), "--train.steps", "4"]
+    args += ["--model.policy.enabled", "true", "--model.policy.history", "3", "--model.policy.history-dropout", "0.5"]
+    assert main(args) == 0
