@@ -26,8 +26,9 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from common import run_timed, write_table
 
 VARIANTS: dict[str, list[str]] = {
     "bc": ["--loss.weights.image-text", "0", "--loss.weights.text-action", "0", "--loss.weights.image-action", "0"],
@@ -39,10 +40,7 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def run(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "VLA_ALIGN_QUIET": "1"})
-    return time.perf_counter() - t0
+    return run_timed(cmd, env={**os.environ, "VLA_ALIGN_QUIET": "1"})
 
 
 def main() -> None:
@@ -138,10 +136,7 @@ def main() -> None:
             f"| {m.get('ablation/shuffle_image/sim/success_rate', float('nan')):.3f} "
             f"| {m.get('retrieval/image_to_text/R@10', float('nan')):.3f} | {train_s:.0f} |"
         )
-    table = "\n".join(lines)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table + "\n")
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from common import cpu_name
 from torch import Tensor, nn
 
 from vla_align.balancing import (
@@ -53,16 +52,6 @@ from vla_align.losses import AlignmentLoss
 from vla_align.modalities import PAIRS, Batch
 from vla_align.model import TriModalModel
 from vla_align.presets import RunConfig, get_preset
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_batch(cfg: RunConfig, b: int) -> Batch:
@@ -192,7 +181,7 @@ def main() -> None:
 
     n_params = sum(p.numel() for p in params)
     print(
-        f"machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"load average {load:.2f} at start"
     )
     print(

@@ -18,19 +18,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from common import run_timed, write_table
+
 BALANCERS = ["fixed", "pcgrad", "gradnorm", "uncertainty", "pcgrad_gradnorm"]
-
-
-def run(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -49,7 +42,7 @@ def main() -> None:
         out = args.out / name
         if not (out / "metrics.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
-            train_s = run(
+            train_s = run_timed(
                 [
                     *exe,
                     "train",
@@ -69,7 +62,7 @@ def main() -> None:
                     name,
                 ]
             )
-            run([*exe, "eval", "--run", str(out), "--episodes", str(args.episodes)])
+            run_timed([*exe, "eval", "--run", str(out), "--episodes", str(args.episodes)])
             (out / "wall.json").write_text(json.dumps({"train_s": train_s}))
         m = json.loads((out / "metrics.json").read_text())
         train_s = (
@@ -104,10 +97,7 @@ def main() -> None:
             f"| {f(m, 'retrieval/text_to_image/R@10')} | {f(m, 'retrieval/image+text_to_action/R@10')} "
             f"| {train_s:.0f} | {w} |"
         )
-    table = "\n".join(lines)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table + "\n")
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

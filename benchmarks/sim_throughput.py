@@ -17,25 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from common import cpu_name
 
 from vla_align.data.lerobot import read_dataset
 from vla_align.runs import load_model
 from vla_align.sim.evaluate import SimConfig, evaluate_policy
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

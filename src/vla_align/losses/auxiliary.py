@@ -226,9 +226,12 @@ class Spectral(Objective):
         loss = coherence_loss(
             v.float(), a.float(), self.fs, nperseg, band=self.cfg.band, weight_kind=self.cfg.weight_kind
         )
-        with torch.no_grad():
-            gamma = band_average_coherence(v.float(), a.float(), self.fs, nperseg, band=self.cfg.band)
-            self.last_coherence = float(gamma.nanmean())
+        if self.cfg.weight_kind == "box":  # L_spec with box weights is exactly 1 − (mean in-band γ)
+            self.last_coherence = 1.0 - float(loss.detach())
+        else:
+            with torch.no_grad():
+                gamma = band_average_coherence(v.float(), a.float(), self.fs, nperseg, band=self.cfg.band)
+                self.last_coherence = float(gamma.nanmean())
         return {"spectral": loss}
 
 
