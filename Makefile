@@ -10,7 +10,12 @@ RUN ?= runs/$(PRESET)
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= babyai,text,dev
 
-.PHONY: demo test test-fast lint typecheck install clean-runs
+# The report test opens report.html in headless Chromium; Debian's package (+ a small CJK font) is
+# installed when missing. apt needs root: run `make browser` once with sudo otherwise.
+BROWSER_PKGS ?= chromium fonts-wqy-microhei
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: demo test test-fast lint typecheck install browser clean-runs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,9 +34,15 @@ install: $(VENV)/.deps-installed
 demo: install
 	$(BIN)/vla-align pipeline --preset $(PRESET) --out $(RUN) --overwrite
 	@echo "metrics: $(RUN)/metrics.json"
+	@echo "report:  $(RUN)/report.html (open it in a browser)"
 
-test: install lint typecheck
-	$(BIN)/python -m pytest -q --durations=10
+browser:
+	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || \
+	  { DEBIAN_FRONTEND=noninteractive $(APT) install -y -q $(BROWSER_PKGS) >/dev/null || \
+	    { $(APT) update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(APT) install -y -q $(BROWSER_PKGS) >/dev/null; }; }
+
+test: install lint typecheck browser
+	VLA_ALIGN_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q --durations=10
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

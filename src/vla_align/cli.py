@@ -1,4 +1,4 @@
-"""The `vla-align` command: data | train | eval | pipeline | presets | doctor."""
+"""The `vla-align` command: data | train | eval | report | pipeline | presets | doctor."""
 
 from __future__ import annotations
 
@@ -87,10 +87,12 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.episodes is not None:
         cfg.eval.sim.episodes = args.episodes
     if cfg.eval.sim.episodes and model.policy is not None:
-        from .sim.evaluate import evaluate_policy
+        from .sim.evaluate import EPISODES_FILE, EpisodeResult, evaluate_policy, write_episodes
 
         sim_table = table if cfg.eval.sim.split == cfg.eval.split else read_dataset(data_path, split=cfg.eval.sim.split)
-        metrics.update(evaluate_policy(model, sim_table, cfg.eval.sim))
+        episodes: list[EpisodeResult] = []
+        metrics.update(evaluate_policy(model, sim_table, cfg.eval.sim, episodes_out=episodes))
+        write_episodes(run_dir / EPISODES_FILE, episodes)
     elif args.episodes:
         raise UserError(f"{run_dir}: --episodes needs a run trained with a policy (--model.policy.enabled true)")
     merged = update_metrics(run_dir, metrics)
@@ -114,7 +116,19 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cfg.data.path = str(path)
     train(cfg, run_dir)
     cmd_eval(argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None, episodes=None))
+    report = cmd_report(argparse.Namespace(run=str(run_dir), lang=args.lang, out=None, failures=6, data=None))
     print(f"pipeline finished in {time.perf_counter() - t0:.0f} s; metrics in {run_dir / 'metrics.json'}")
+    print(f"report: {report.resolve()}")
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    path = write_report(args.run, lang=args.lang, out=args.out, max_failures=args.failures, data=args.data)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    return path
 
 
 def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
@@ -208,9 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("pipeline", help="data -> train -> eval in one go")
+    p = sub.add_parser("report", help="write the run's alignment health report (report.html)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--lang", choices=["zh", "en"], default="zh", help="language of the report text (default zh)")
+    p.add_argument("--out", help="where to write the HTML (default RUN/report.html)")
+    p.add_argument("--failures", type=int, default=6, help="failed episodes shown as three-view panels (worst first)")
+    p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("pipeline", help="data -> train -> eval -> report in one go")
     run_args(p)
     p.add_argument("--out", required=True)
+    p.add_argument("--lang", choices=["zh", "en"], default="zh", help="language of the report")
     p.add_argument("--data", help="use this existing dataset instead of generating the preset's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=cmd_pipeline)

@@ -70,6 +70,9 @@ def validation_metrics(
         signals = [float(retrieval["retrieval/image_to_text/R@10"])]
         out["val/retrieval/image_to_text/R@10"] = signals[0]
         out["val/retrieval/image+text_to_action/R@1"] = float(retrieval["retrieval/image+text_to_action/R@1"])
+        for key, value in retrieval.items():  # MI lower bounds on the validation split: curves over training
+            if key.startswith("health/mi_bound/"):
+                out[f"val/{key}"] = float(value)
         if model.policy is not None and cfg.episodes and all(t.startswith("BabyAI") for t in val.env_tasks):
             sim_cfg = replace(eval_cfg.sim, episodes=cfg.episodes, ablations=False)
             sim = evaluate_policy(model, val, sim_cfg, progress=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -66,6 +66,7 @@ class EpisodeResult:
     success: bool
     steps: int
     expert_steps: int
+    actions: list[int] = field(default_factory=list)  # what the policy did, to replay the episode
 
     @property
     def spl(self) -> float:
@@ -159,7 +160,16 @@ def rollout(
         env = envs[key]
         obs = reset(env, spec.seed)
         limit = cfg.max_steps or int(env.unwrapped.max_steps)
-        slots[slot] = {"i": i, "env": env, "obs": obs, "prev": [-1] * history, "queue": [], "steps": 0, "limit": limit}
+        slots[slot] = {
+            "i": i,
+            "env": env,
+            "obs": obs,
+            "prev": [-1] * history,
+            "queue": [],
+            "steps": 0,
+            "limit": limit,
+            "taken": [],
+        }
 
     for s in range(len(slots)):
         start(s)
@@ -193,6 +203,7 @@ def rollout(
                 action = st["queue"].pop(0)
                 st["obs"], reward, terminated, truncated, _ = st["env"].step(action)
                 st["prev"], st["steps"] = [action, *st["prev"][:-1]], st["steps"] + 1
+                st["taken"].append(action)
                 if terminated or truncated or st["steps"] >= st["limit"]:
                     spec = specs[st["i"]]
                     results[st["i"]] = EpisodeResult(
@@ -202,6 +213,7 @@ def rollout(
                         success=bool(terminated and reward > 0),
                         steps=st["steps"],
                         expert_steps=spec.expert_steps,
+                        actions=st["taken"],
                     )
                     bar.advance(1)
                     slots[s] = None
@@ -353,8 +365,17 @@ def parallel_rollout(
     return [r for r in results if r is not None]
 
 
-def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, progress: bool = True) -> dict[str, float]:
-    """Closed-loop metrics on ``cfg.episodes`` held-out episodes, plus the modality ablations."""
+def evaluate_policy(
+    model: TriModalModel,
+    table: FrameTable,
+    cfg: SimConfig,
+    progress: bool = True,
+    episodes_out: list[EpisodeResult] | None = None,
+) -> dict[str, float]:
+    """Closed-loop metrics on ``cfg.episodes`` held-out episodes, plus the modality ablations.
+
+    ``episodes_out``, when given, receives the per-episode results of the unablated condition.
+    """
     if model.policy is None:
         raise UserError("this run has no policy head; train with --model.policy.enabled true to act")
     if table.action_spec.kind != "discrete" or not all(t.startswith("BabyAI") for t in table.env_tasks):
@@ -376,6 +397,8 @@ def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, pro
                 results = rollout(
                     policy, specs, image_size, cfg, execute, table, ablation, description=label, history=history
                 )
+        if ablation == "none" and episodes_out is not None:
+            episodes_out.extend(results)
         prefix = "sim" if ablation == "none" else f"ablation/{ablation}/sim"
         summary = summarize(results, prefix)
         if ablation != "none":
@@ -384,4 +407,29 @@ def evaluate_policy(model: TriModalModel, table: FrameTable, cfg: SimConfig, pro
     for ablation in ablations[1:]:
         key = f"ablation/{ablation}/sim/success_rate"
         out[f"ablation/{ablation}/sim/success_drop"] = out["sim/success_rate"] - out[key]
+    return out
+
+
+EPISODES_FILE = "eval_episodes.jsonl"
+
+
+def write_episodes(path: Any, results: list[EpisodeResult]) -> None:
+    """One JSON line per closed-loop episode (seed, level, instruction, success, steps, actions), atomically."""
+    import json
+
+    from ..atomic import write_text
+
+    write_text(path, "".join(json.dumps(asdict(r)) + "\n" for r in results))
+
+
+def read_episodes(path: Any) -> list[EpisodeResult]:
+    import json
+    from pathlib import Path
+
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            out.append(EpisodeResult(**json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{path}: line {n} is not an episode record ({exc}); re-run `vla-align eval`") from None
     return out

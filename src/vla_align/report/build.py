@@ -1,0 +1,364 @@
+"""``vla-align report``: one self-contained report.html per run (figures embedded, no network).
+
+Reads what every run writes (config.json, metrics.jsonl, metrics.json, eval_episodes.jsonl, the
+checkpoint) and, when the dataset is still on disk, recomputes the model-based health indicators on the
+held-out split and replays the failed evaluation episodes for their three-view panels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..atomic import write_text
+from ..errors import UserError
+from ..modalities import PAIRS
+from ..progress import console
+from . import figures
+from .text import LANGS, TEXT
+from .three_view import ThreeView
+
+R10_THRESHOLD = 0.70  # the chapter's checklist: in-domain V<->L R@10 >= 70 %
+COHERENCE_THRESHOLD = 0.6  # gamma_VA (0.1-1 Hz) >= 0.6
+OFFSET_THRESHOLD_MS = 80.0  # video-action offset P50 < 80 ms
+RETRIEVAL_COLS = ("R@1", "R@5", "R@10", "MRR", "nDCG@10")
+
+
+@dataclass
+class ReportInputs:
+    """What the report shows, gathered from a run (the model-based parts may be missing)."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    health: Any = None  # health.Health
+    failures: list[ThreeView] = field(default_factory=list)
+    episodes_found: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise UserError(f"{path}: line {n} is not JSON; the run's log is damaged") from None
+    return out
+
+
+def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> ReportInputs:
+    from ..checkpoint import read_run_config
+    from ..sim.evaluate import EPISODES_FILE, read_episodes
+
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir}: no config.json; pass the directory of a run made by `vla-align train`")
+    config = read_run_config(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    inputs = ReportInputs(run_dir, config, metrics, _read_history(run_dir / "metrics.jsonl"))
+    if not metrics:
+        inputs.notes.append(f"{metrics_path} missing: run `vla-align eval --run {run_dir}` first")
+    episodes = []
+    if (run_dir / EPISODES_FILE).is_file():
+        episodes = read_episodes(run_dir / EPISODES_FILE)
+        inputs.episodes_found = True
+    if not (run_dir / "checkpoint" / "model.safetensors").is_file():
+        inputs.notes.append("no checkpoint/model.safetensors: model-based diagnostics skipped")
+        return inputs
+    dataset = data or Path(config.get("dataset", {}).get("path", ""))
+    if not (dataset / "meta" / "info.json").is_file():
+        inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
+        return inputs
+
+    from ..data.lerobot import read_dataset
+    from ..runs import load_model
+    from .health import compute_health
+
+    model, cfg = load_model(run_dir)
+    split = cfg.eval.split
+    t0 = time.perf_counter()
+    table = read_dataset(dataset, split=split, max_episodes=cfg.eval.max_episodes or None)
+    inputs.health = compute_health(model, table, split, cfg.eval.seed)
+    console.print(
+        f"report: health indicators on {table.num_episodes} {split} episodes in {time.perf_counter() - t0:.1f} s"
+    )
+    if episodes and table.action_spec.kind == "discrete" and all(t.startswith("BabyAI") for t in table.env_tasks):
+        from .failures import babyai_three_views
+
+        sim_table = table if cfg.eval.sim.split == split else read_dataset(dataset, split=cfg.eval.sim.split)
+        t0 = time.perf_counter()
+        inputs.failures = babyai_three_views(model, sim_table, episodes, inputs.health, max_failures)
+        console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
+    return inputs
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, float | int | np.floating):
+        return f"{float(v):.{digits}f}"
+    return str(v)
+
+
+def _series(history: list[dict[str, Any]], prefix: str) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for rec in history:
+        for k, v in rec.items():
+            if k.startswith(prefix) and isinstance(v, int | float) and math.isfinite(v):
+                out[k.removeprefix(prefix)].append((float(rec["step"]), float(v)))
+    return dict(sorted(out.items()))
+
+
+def _verdict(ok: bool | None, t: dict[str, str]) -> tuple[str, str]:
+    if ok is None:
+        return "na", t["na"]
+    return ("pass", t["pass"]) if ok else ("fail", t["fail"])
+
+
+def render(inputs: ReportInputs, lang: str = "zh") -> str:
+    import jinja2
+
+    if lang not in LANGS:
+        raise UserError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
+    t = TEXT[lang]
+    m, h, hist = inputs.metrics, inputs.health, inputs.history
+
+    # Training curves.
+    curve_figs = []
+    losses = _series(hist, "loss/")
+    if losses:
+        curve_figs.append(figures.line_chart(losses, "training losses", "loss"))
+    extra = {k: v for k, v in _series(hist, "").items() if k in ("policy/accuracy", "lr")}
+    if "policy/accuracy" in extra:
+        curve_figs.append(figures.line_chart({"policy/accuracy": extra["policy/accuracy"]}, "policy accuracy (train)"))
+    val = _series(hist, "val/")
+    chosen = {k: v for k, v in val.items() if k in ("score", "sim/success_rate", "retrieval/image_to_text/R@10")}
+    if chosen:
+        curve_figs.append(
+            figures.line_chart(chosen, "validation: dual metric", thresholds={"R@10 0.70": R10_THRESHOLD})
+        )
+
+    # Retrieval table.
+    retrieval_rows = []
+    for key in sorted({k.rsplit("/", 1)[0] for k in m if k.startswith("retrieval/") and k.endswith("/R@1")}):
+        name = key.removeprefix("retrieval/").replace("_to_", " → ")
+        retrieval_rows.append(
+            {
+                "name": name,
+                "queries": _fmt(m.get(f"{key}/queries"), 0),
+                "values": [_fmt(m.get(f"{key}/{c}")) for c in RETRIEVAL_COLS],
+            }
+        )
+
+    # Closed loop and ablations.
+    sim_rows, ablation_rows, sim_figs = [], [], []
+    if "sim/success_rate" in m:
+        base = float(m["sim/success_rate"])
+        for name, prefix in (
+            ("real", "sim"),
+            ("shuffle_text", "ablation/shuffle_text/sim"),
+            ("shuffle_image", "ablation/shuffle_image/sim"),
+        ):
+            if f"{prefix}/success_rate" not in m:
+                continue
+            s = float(m[f"{prefix}/success_rate"])
+            sim_rows.append(
+                {
+                    "name": t[name],
+                    "success": _fmt(s),
+                    "spl": _fmt(m.get(f"{prefix}/spl")),
+                    "steps": _fmt(m.get(f"{prefix}/mean_steps"), 1),
+                    "drop": "—" if name == "real" else _fmt(base - s),
+                }
+            )
+            if name != "real":
+                ok: bool | None = (base - s) >= 0.5 * base if name == "shuffle_text" else (base - s) > 0
+                if base == 0:
+                    ok = None  # nothing to lose: the ablation says nothing
+                ablation_rows.append(
+                    {"name": t[name], "success": _fmt(s), "drop": _fmt(base - s), "badge": _verdict(ok, t)[0]}
+                )
+        groups = {
+            k.removeprefix("sim/").removesuffix("/success_rate"): float(v)
+            for k, v in m.items()
+            if k.startswith("sim/by_") and k.endswith("/success_rate")
+        }
+        if groups:
+            sim_figs.append(figures.bar_chart(groups, "success by instruction word / level"))
+
+    # Health verdicts.
+    r10 = m.get("retrieval/image_to_text/R@10")
+    coh = h.band_coherence if h is not None else m.get("health/coherence/band_average")
+    offset = h.offset_p50_ms if h is not None else m.get("health/offset_p50_ms")
+    verdicts = []
+    for name, value, threshold, ok in (
+        (t["r10"], r10, f"≥ {R10_THRESHOLD:.2f}", None if r10 is None else r10 >= R10_THRESHOLD),
+        (t["coh"], coh, f"≥ {COHERENCE_THRESHOLD}", None if coh is None else coh >= COHERENCE_THRESHOLD),
+        (
+            t["offset"],
+            offset,
+            f"< {OFFSET_THRESHOLD_MS:.0f} ms",
+            None if offset is None else offset < OFFSET_THRESHOLD_MS,
+        ),
+    ):
+        badge, word = _verdict(ok, t)
+        verdicts.append(
+            {
+                "name": name,
+                "value": _fmt(value) if value is not None else t["not_measured"],
+                "threshold": threshold,
+                "badge": badge,
+                "verdict": word,
+            }
+        )
+
+    amat_figs, mi_figs, spectral_figs, mi_rows, similarity_rows = [], [], [], [], []
+    mi_curves = {f"train {k}": v for k, v in _series(hist, "health/mi_bound/").items()}
+    mi_curves.update({f"val {k}": v for k, v in _series(hist, "val/health/mi_bound/").items()})
+    if mi_curves:
+        mi_figs.append(figures.line_chart(mi_curves, "MI lower bound over training (nats)", "nats"))
+    if h is not None:
+        for direction, (matrix, classes) in h.amat.items():
+            amat_figs.append(figures.heatmap(matrix, classes, classes, f"AMat {direction} (top-1)"))
+        if "image->text" in h.hit_rate:
+            amat_figs.append(figures.bar_chart(h.hit_rate["image->text"], "image->text top-10 hit rate per class"))
+        mi_rows.append(
+            {
+                "name": f"{h.split} (N={h.samples}, log N={h.mi['log_n']:.2f})",
+                "values": [_fmt(h.mi.get(p)) for p in PAIRS],
+            }
+        )
+        for group, values in h.mi_groups.items():
+            mi_rows.append({"name": group, "values": [_fmt(values.get(p)) for p in PAIRS]})
+        if h.freqs is not None and h.gamma is not None and h.band is not None:
+            spectral_figs.append(
+                figures.coherence_chart(
+                    h.freqs,
+                    h.gamma,
+                    h.band,
+                    COHERENCE_THRESHOLD,
+                    f"γ_VA(f), {h.split} split, in-band mean {h.band_coherence:.2f}",
+                )
+            )
+        for pair in PAIRS:
+            if f"cka/{pair}" in h.similarity:
+                similarity_rows.append(
+                    {"pair": pair, "cka": _fmt(h.similarity[f"cka/{pair}"]), "cca": _fmt(h.similarity[f"cca/{pair}"])}
+                )
+
+    conflict_figs = []
+    last_hist = next((r for r in reversed(hist) if "conflict/hist_edges" in r), None)
+    if last_hist is not None:
+        hists = {k.removeprefix("conflict/hist/"): v for k, v in last_hist.items() if k.startswith("conflict/hist/")}
+        conflict_figs.append(
+            figures.histograms(hists, last_hist["conflict/hist_edges"], f"gradient cosines @ step {last_hist['step']}")
+        )
+        cos = _series(hist, "conflict/cos/")
+        if cos:
+            conflict_figs.append(figures.line_chart(cos, "mean gradient cosine per pair"))
+    weights = _series(hist, "balance/weight/")
+    if weights:
+        conflict_figs.append(figures.line_chart(weights, "balancer weights", "weight"))
+
+    failures = [
+        {
+            "title": v.title,
+            "figure": figures.three_view_figure(v, COHERENCE_THRESHOLD),
+            "notes": v.notes,
+            "violations": {k: s for k, s in v.violation_steps.items() if s},
+            "violation_count": v.violation_count,
+        }
+        for v in inputs.failures
+    ]
+    if inputs.failures:
+        failures_empty = ""
+    elif not inputs.episodes_found and "sim/success_rate" in m:
+        failures_empty = t["no_episodes"]
+    elif "sim/success_rate" not in m:
+        failures_empty = t["no_sim"]
+    else:
+        failures_empty = t["no_failures"]
+
+    cards = []
+    if "sim/success_rate" in m:
+        cards.append({"label": t["success"], "value": _fmt(m["sim/success_rate"]), "badge": None})
+        cards.append({"label": t["spl"], "value": _fmt(m.get("sim/spl")), "badge": None})
+    for row in verdicts:
+        cards.append({"label": row["name"], "value": row["value"], "badge": row["badge"]})
+
+    notes = list(inputs.notes) + (list(h.notes) if h is not None else [])
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("vla_align.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    dataset = inputs.config.get("dataset", {}).get("path", "—")
+    return env.get_template("report.html.j2").render(
+        lang=lang,
+        t=t,
+        version=__version__,
+        run_name=inputs.run_dir.name,
+        run_dir=str(inputs.run_dir),
+        preset=inputs.config.get("preset", "—"),
+        dataset=dataset,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+        cards=cards,
+        config_json=json.dumps(
+            {k: v for k, v in inputs.config.items() if k != "dataset"}, indent=2, ensure_ascii=False
+        ),
+        curve_figs=curve_figs,
+        retrieval_cols=RETRIEVAL_COLS,
+        retrieval_rows=retrieval_rows,
+        sim_rows=sim_rows,
+        sim_figs=sim_figs,
+        verdicts=verdicts,
+        amat_figs=amat_figs,
+        mi_rows=mi_rows,
+        mi_figs=mi_figs,
+        pairs=PAIRS,
+        spectral_figs=spectral_figs,
+        similarity_rows=similarity_rows,
+        ablation_rows=ablation_rows,
+        conflict_figs=conflict_figs,
+        failures=failures,
+        failures_empty=failures_empty,
+        notes=notes,
+    )
+
+
+def write_report(
+    run_dir: str | Path,
+    lang: str = "zh",
+    out: str | Path | None = None,
+    max_failures: int = 6,
+    data: str | Path | None = None,
+) -> Path:
+    """Write ``report.html`` (or ``out``) for the run in ``run_dir`` and add the ``health/...`` keys to
+    its metrics.json; returns the report's path."""
+    from ..runs import update_metrics
+    from .health import health_metrics
+
+    if lang not in LANGS:
+        raise UserError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
+    if max_failures < 0:
+        raise UserError(f"--failures must be >= 0, got {max_failures}")
+    run = Path(run_dir)
+    inputs = gather(run, max_failures, Path(data) if data else None)
+    html = render(inputs, lang)
+    path = Path(out) if out else run / "report.html"
+    write_text(path, html)
+    if inputs.health is not None and (run / "metrics.json").is_file():
+        update_metrics(run, health_metrics(inputs.health))
+    return path

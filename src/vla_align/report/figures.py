@@ -1,0 +1,215 @@
+"""Matplotlib figures for the report, returned as ``data:image/png;base64,...`` URIs (no files, no network).
+
+Figure text is English: matplotlib's bundled fonts have no CJK glyphs, and the page around the figures
+carries the (default Chinese) explanations.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .three_view import ThreeView
+
+DPI = 80
+THRESHOLD_STYLE = {"color": "#c0392b", "linestyle": "--", "linewidth": 1.0}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_uri(fig: Any) -> str:
+    """Render and close ``fig``; PNG as a data URI."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_uri(frame: np.ndarray, scale: int = 3) -> str:
+    """A (H, W, 3) uint8 frame as a nearest-neighbour upscaled PNG data URI."""
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(frame))
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def line_chart(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    title: str,
+    ylabel: str = "",
+    thresholds: Mapping[str, float] | None = None,
+    logy: bool = False,
+) -> str:
+    """One line per series of (step, value) points; dashed horizontal lines for named thresholds."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.0))
+    for name, points in series.items():
+        if points:
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, label=name, linewidth=1.2, marker="o" if len(points) < 12 else None, markersize=3)
+    for name, value in (thresholds or {}).items():
+        ax.axhline(value, **THRESHOLD_STYLE)
+        ax.annotate(name, (0.01, value), xycoords=("axes fraction", "data"), fontsize=7, color="#c0392b", va="bottom")
+    if logy:
+        ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=6, ncol=2)
+    return to_uri(fig)
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, vmax: float = 1.0) -> str:
+    """A (R, C) matrix in [0, vmax] with labelled axes (the AMat)."""
+    plt = _plt()
+    r, c = matrix.shape
+    size = min(9.0, 2.5 + 0.22 * max(r, c))
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(np.nan_to_num(matrix, nan=0.0), vmin=0.0, vmax=vmax, cmap="viridis")
+    ax.set_xticks(range(c), [str(x)[:28] for x in cols], rotation=90, fontsize=6)
+    ax.set_yticks(range(r), [str(x)[:28] for x in rows], fontsize=6)
+    ax.set_xlabel("retrieved class", fontsize=8)
+    ax.set_ylabel("query class", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return to_uri(fig)
+
+
+def bar_chart(values: Mapping[str, float], title: str, threshold: float | None = None, xmax: float = 1.0) -> str:
+    plt = _plt()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(5.6, 0.6 + 0.22 * len(names)))
+    ax.barh(range(len(names)), [values[n] for n in names], color="#2e86c1")
+    ax.set_yticks(range(len(names)), [n[:40] for n in names], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlim(0, xmax)
+    if threshold is not None:
+        ax.axvline(threshold, **THRESHOLD_STYLE)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=7)
+    return to_uri(fig)
+
+
+def coherence_chart(
+    freqs: np.ndarray, gamma: np.ndarray, band: tuple[float, float], threshold: float, title: str
+) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.0))
+    _draw_coherence(ax, freqs, gamma, band, threshold)
+    ax.set_title(title, fontsize=10)
+    return to_uri(fig)
+
+
+def _draw_coherence(ax: Any, freqs: np.ndarray, gamma: np.ndarray, band: tuple[float, float], threshold: float) -> None:
+    ax.axvspan(band[0], band[1], color="#f9e79f", alpha=0.6, label=f"band {band[0]:.3g}-{band[1]:.3g} Hz")
+    ax.plot(freqs, gamma, color="#1f618d", linewidth=1.4, marker="o", markersize=2.5, label="γ_VA(f)")
+    ax.axhline(threshold, **THRESHOLD_STYLE, label=f"threshold {threshold}")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("frequency (Hz)", fontsize=8)
+    ax.set_ylabel("coherence", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="upper right")
+    ax.grid(alpha=0.3)
+
+
+def histograms(hists: Mapping[str, Sequence[float]], edges: Sequence[float], title: str) -> str:
+    """Gradient-cosine histograms per objective pair (per-tensor cosines), one small panel each."""
+    plt = _plt()
+    names = list(hists)
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.6 * rows), squeeze=False)
+    centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
+    width = float(np.diff(edges).mean())
+    for ax, name in zip(axes.flat, names, strict=False):
+        counts = np.asarray(hists[name], dtype=float)
+        ax.bar(centres, counts, width=width * 0.9, color=np.where(centres < 0, "#c0392b", "#27ae60"))
+        ax.set_title(name, fontsize=6)
+        ax.tick_params(labelsize=5)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return to_uri(fig)
+
+
+def three_view_figure(view: ThreeView, threshold: float = 0.6) -> str:
+    """Frame + heat map | coherence spectrum | actions and velocity / acceleration / jerk with limits."""
+    from ..diagnostics.attention import overlay
+
+    plt = _plt()
+    fig = plt.figure(figsize=(11.5, 4.4))
+    grid = fig.add_gridspec(4, 3, width_ratios=[1.0, 1.2, 1.8], hspace=0.55, wspace=0.3)
+    ax = fig.add_subplot(grid[:, 0])
+    shown = view.frame if view.heat is None else overlay(view.frame, view.heat, alpha=0.6)
+    ax.imshow(shown)
+    ax.set_title(f"view 1: attention @ step {view.key_step}", fontsize=8)
+    ax.axis("off")
+
+    ax = fig.add_subplot(grid[:, 1])
+    if view.freqs is not None and view.gamma is not None and view.band is not None:
+        _draw_coherence(ax, view.freqs, view.gamma, view.band, threshold)
+        ax.set_title(f"view 2: γ_VA in band = {view.band_coherence:.2f}", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no spectrum\n(see the notes below)", ha="center", va="center", fontsize=8)
+        ax.set_title("view 2: spectral coherence", fontsize=8)
+        ax.axis("off")
+
+    steps = np.arange(len(view.signal))
+    ax = fig.add_subplot(grid[0, 2])
+    if view.actions is not None and np.asarray(view.actions).ndim == 1:
+        ax.step(steps[: len(view.actions)], view.actions, where="post", color="#1f618d", label="policy")
+        if view.expert_actions is not None:
+            exp = np.asarray(view.expert_actions, dtype=float)
+            ax.step(steps[: len(exp)], exp, where="post", color="#e67e22", linestyle="--", label="expert here")
+        if view.action_names:
+            ax.set_yticks(range(len(view.action_names)), view.action_names, fontsize=5)
+    else:
+        for d in range(view.signal.shape[1]):
+            ax.plot(steps, view.signal[:, d], linewidth=1.0, label=view.signal_names[d])
+    ax.axvline(view.key_step, color="#7d3c98", linewidth=0.8)
+    ax.set_title("view 3: action timeline, velocity / acceleration / jerk (limits dashed, violations x)", fontsize=8)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=5, loc="upper right", ncol=2)
+    limits = dict(view.limits.items()) if view.limits is not None else {}
+    for row, name in enumerate(("velocity", "acceleration", "jerk"), start=1):
+        ax = fig.add_subplot(grid[row, 2])
+        values = view.derivatives.get(name)
+        if values is not None and len(values):
+            x = steps[len(steps) - len(values) :]
+            for d in range(values.shape[1]):
+                ax.plot(x, values[:, d], linewidth=0.9, label=view.signal_names[d])
+                if name in limits:
+                    lim = limits[name][d]
+                    ax.axhline(lim, **{**THRESHOLD_STYLE, "linewidth": 0.6})
+                    ax.axhline(-lim, **{**THRESHOLD_STYLE, "linewidth": 0.6})
+            flags = view.flags.get(name)
+            if flags is not None and flags.any():
+                hit = np.flatnonzero(flags)
+                peak = np.abs(values).max(1)  # (T_k,)
+                ax.scatter(hit, peak[hit - (len(steps) - len(values))], marker="x", color="#c0392b", s=18, zorder=3)
+        ax.axvline(view.key_step, color="#7d3c98", linewidth=0.8)
+        ax.set_ylabel(name[:5], fontsize=6)
+        ax.tick_params(labelsize=5)
+        if row == 1 and values is not None:
+            ax.legend(fontsize=5, loc="upper right", ncol=3)
+    fig.suptitle(view.title, fontsize=9)
+    return to_uri(fig)
