@@ -51,3 +51,22 @@ def test_three_view_figure_is_a_png() -> None:
     uri = three_view_figure(synthetic_three_view())
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("fusion", ["xattn", "film"])
+def test_attention_heat_uses_cross_attention_when_the_fusion_has_it(fusion: str) -> None:
+    import torch
+
+    from vla_align.data.episode import ActionSpec
+    from vla_align.policy import PolicyConfig
+    from vla_align.presets import get_preset
+    from vla_align.report.failures import attention_heat
+
+    cfg = get_preset("tiny")
+    cfg.model.policy = PolicyConfig(enabled=True, fusion=fusion, hidden=32, history=2)
+    torch.manual_seed(0)
+    model = cfg.model.build(ActionSpec(kind="discrete", num_actions=7)).eval()
+    frame = np.random.default_rng(0).integers(0, 255, size=(28, 28, 3), dtype=np.uint8)
+    heat, how = attention_heat(model, frame, "go to the red ball", [2, -1])
+    assert heat.shape == (28, 28) and heat.min() >= 0.0 and heat.max() <= 1.0 + 1e-6
+    assert ("cross-attention" in how) == (fusion == "xattn")

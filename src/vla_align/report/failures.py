@@ -107,7 +107,6 @@ def babyai_three_views(
     health: Health | None,
     limit: int = 6,
 ) -> list[ThreeView]:
-    from ..diagnostics.attention import policy_grad_cam
     from ..sim.babyai import BABYAI_ACTIONS
 
     chosen = worst_failures(episodes, limit)
@@ -123,8 +122,12 @@ def babyai_three_views(
         differ = np.flatnonzero((expert >= 0) & (expert != taken))
         key = int(differ[0]) if len(differ) else len(frames) - 1
         prev = [int(taken[key - j]) if key - j >= 0 else -1 for j in range(1, history + 1)]
-        heat = policy_grad_cam(model, torch.from_numpy(frames[key]), [r.instruction], torch.tensor([prev]))[0]
-        notes = [f"instruction: {r.instruction}", f"{r.steps} steps (expert {r.expert_steps}), seed {r.seed}"]
+        heat, how = attention_heat(model, frames[key], r.instruction, prev)
+        notes = [
+            f"instruction: {r.instruction}",
+            f"{r.steps} steps (expert {r.expert_steps}), seed {r.seed}",
+            f"heat map: {how}",
+        ]
         if len(differ):
             notes.append(
                 f"first divergence at step {key}: policy '{BABYAI_ACTIONS[taken[key]]}', "
@@ -146,7 +149,7 @@ def babyai_three_views(
                 1.0 / table.fps,
                 limits,
                 key_step=key,
-                heat=heat.numpy(),
+                heat=heat,
                 projected_image=projected,
                 action_channels=channels,
                 actions=taken,
@@ -156,6 +159,30 @@ def babyai_three_views(
             )
         )
     return views
+
+
+def attention_heat(
+    model: TriModalModel, frame: np.ndarray, instruction: str, prev: list[int]
+) -> tuple[np.ndarray, str]:
+    """(H, W) heat map in [0, 1] of what the policy looked at, and how it was made: the text-to-patch
+    cross-attention for ``xattn`` fusion (chapter 5.9: attention of the instruction over image patches),
+    Grad-CAM of the chosen action's logit over the conv features otherwise."""
+    import torch.nn.functional as F
+
+    from ..diagnostics.attention import policy_grad_cam, text_to_patch_map
+
+    image = torch.from_numpy(frame)[None]  # (1, H, W, 3)
+    fusion = model.policy.fusion if model.policy is not None else None
+    if fusion is not None and hasattr(fusion, "last_attention"):
+        model.act_logits(image, [instruction], torch.tensor([prev]))
+        attn = getattr(fusion, "last_attention", None)  # (1, L, h*w)
+        h, w = (int(x) for x in model.image_encoder.patches(image).shape[2:])
+        if isinstance(attn, torch.Tensor) and attn.shape[-1] == h * w:
+            patch = text_to_patch_map(attn, None, (h, w))  # (1, h, w), sums to 1
+            up = F.interpolate(patch[None].float(), size=frame.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            return (up / up.max().clamp(min=1e-12)).numpy(), "text-to-patch cross-attention"
+    cam = policy_grad_cam(model, image[0], [instruction], torch.tensor([prev]))[0]
+    return cam.numpy(), "Grad-CAM of the chosen action over the conv features"
 
 
 @torch.no_grad()
