@@ -132,3 +132,38 @@ def gradnorm_step_reference(
         new.append(max(weights[i] - lr * m_hat / (math.sqrt(v_hat) + eps), 1e-4))
     total = sum(new)
     return [w * k / total for w in new]
+
+
+# --- offline trajectory matching (chapter 5.8): ADE, FDE, DTW -------------------------------------
+# One trajectory at a time, as Python lists of floats, with the definitions written out literally.
+
+
+def _euclid(u: Sequence[float], v: Sequence[float]) -> float:
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(u, v, strict=True)))
+
+
+def ade_reference(pred: list[list[float]], target: list[list[float]], mask: list[bool] | None = None) -> float:
+    """Mean over valid steps t of ||pred_t − target_t||_2 (NaN without a valid step)."""
+    valid = [t for t in range(len(pred)) if mask is None or mask[t]]
+    if not valid:
+        return math.nan
+    return sum(_euclid(pred[t], target[t]) for t in valid) / len(valid)
+
+
+def fde_reference(pred: list[list[float]], target: list[list[float]], mask: list[bool] | None = None) -> float:
+    """||pred_t − target_t||_2 at the largest valid t (NaN without a valid step)."""
+    valid = [t for t in range(len(pred)) if mask is None or mask[t]]
+    return _euclid(pred[valid[-1]], target[valid[-1]]) if valid else math.nan
+
+
+def dtw_reference(a: list[list[float]], b: list[list[float]], squared: bool = False) -> float:
+    """Textbook DTW, full (n + 1) x (m + 1) table, local cost ||a_i − b_j||², steps (1,0), (0,1), (1,1);
+    returns the minimal path sum (squared=True) or its square root."""
+    n, m = len(a), len(b)
+    table = [[math.inf] * (m + 1) for _ in range(n + 1)]
+    table[0][0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost = _euclid(a[i - 1], b[j - 1]) ** 2
+            table[i][j] = cost + min(table[i - 1][j - 1], table[i - 1][j], table[i][j - 1])
+    return table[n][m] if squared else math.sqrt(table[n][m])
