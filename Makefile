@@ -8,7 +8,7 @@ PRESET ?= babyai-quick
 RUN ?= runs/$(PRESET)
 # torch first, from this machine's wheel cache, so no dependency pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= babyai,text,dev
+EXTRAS ?= babyai,metaworld,text,dev
 
 # The report test opens report.html in headless Chromium; Debian's package (+ a small CJK font) is
 # installed when missing. apt needs root: run `make browser` once with sudo otherwise.

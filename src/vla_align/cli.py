@@ -40,8 +40,13 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    if args.source == "metaworld":
+        cmd_data_metaworld(args)
+        return
     from .data.babyai import generate_babyai
 
+    if not args.level:
+        args.level = ["GoToLocal"]
     n = args.episodes
     episodes = {
         "train": n,
@@ -50,8 +55,27 @@ def cmd_data(args: argparse.Namespace) -> None:
     }
     levels = [lv for item in args.level for lv in item.split(",") if lv]
     t0 = time.perf_counter()
-    path = generate_babyai(args.out, levels, episodes, args.seed, image_size=args.image_size, overwrite=args.overwrite)
+    size = args.image_size if args.image_size is not None else 56
+    path = generate_babyai(args.out, levels, episodes, args.seed, image_size=size, overwrite=args.overwrite)
     print(f"wrote {sum(episodes.values())} episodes {episodes} to {path} in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_data_metaworld(args: argparse.Namespace) -> None:
+    from .data.metaworld import generate_metaworld
+
+    n = args.episodes_per_task if args.episodes_per_task is not None else 20
+    episodes = {
+        "train": n,
+        "val": args.val_episodes_per_task if args.val_episodes_per_task is not None else max(1, n // 10),
+        "test": args.test_episodes_per_task if args.test_episodes_per_task is not None else max(1, n // 5),
+    }
+    tasks = [t for item in (args.tasks or ["mt10"]) for t in item.split(",") if t]
+    size = args.image_size if args.image_size is not None else 84
+    t0 = time.perf_counter()
+    path = generate_metaworld(
+        args.out, tasks, episodes, args.seed, image_size=size, max_steps=args.max_steps, overwrite=args.overwrite
+    )
+    print(f"wrote {episodes} episodes per task to {path} in {time.perf_counter() - t0:.1f} s")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -190,14 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vla-align", description="Vision-language-action alignment toolkit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("data", help="generate demonstrations in LeRobot v3.0 format")
-    p.add_argument("source", choices=["babyai"])
+    p = sub.add_parser("data", help="generate demonstrations in LeRobot v3.0 format (babyai | metaworld)")
+    p.add_argument("source", choices=["babyai", "metaworld"])
     p.add_argument("--level", action="append", default=None, help="BabyAI level (repeat or comma-separate to mix)")
-    p.add_argument("--episodes", type=int, default=1000, help="training episodes")
-    p.add_argument("--val-episodes", type=int, default=None, help="default: 10%% of --episodes")
-    p.add_argument("--test-episodes", type=int, default=None, help="default: 20%% of --episodes")
+    p.add_argument("--episodes", type=int, default=1000, help="BabyAI: training episodes")
+    p.add_argument("--val-episodes", type=int, default=None, help="BabyAI; default: 10%% of --episodes")
+    p.add_argument("--test-episodes", type=int, default=None, help="BabyAI; default: 20%% of --episodes")
+    p.add_argument("--tasks", action="append", default=None, help="Meta-World: mt10, mt50 or task names (comma list)")
+    p.add_argument("--episodes-per-task", type=int, default=None, help="Meta-World: training episodes per task (20)")
+    p.add_argument("--val-episodes-per-task", type=int, default=None, help="Meta-World; default: 10%%")
+    p.add_argument("--test-episodes-per-task", type=int, default=None, help="Meta-World; default: 20%%")
+    p.add_argument("--max-steps", type=int, default=None, help="Meta-World: episode cap (default: per task, 200)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=56)
+    p.add_argument("--image-size", type=int, default=None, help="default: 56 (BabyAI), 84 (Meta-World)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_data)
@@ -246,8 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "command", None) == "data" and not args.level:
-            args.level = ["GoToLocal"]
         args.func(args)
     except UserError as exc:
         print(f"vla-align: error: {exc}", file=sys.stderr)

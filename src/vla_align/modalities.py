@@ -42,6 +42,8 @@ class Batch:
     frame: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (B,)
     # (B, h) ids of the h previous actions, most recent first; -1 = none (before the episode start)
     prev_action: Tensor = field(default_factory=lambda: torch.empty(0, 1, dtype=torch.long))
+    # (B, S) float32 proprioceptive state at the frame (continuous datasets); (0, 0) when the data has none
+    state: Tensor = field(default_factory=lambda: torch.empty(0, 0))
 
     def __len__(self) -> int:
         return len(self.text)
@@ -56,6 +58,7 @@ class Batch:
             episode=self.episode.to(device),
             frame=self.frame.to(device),
             prev_action=self.prev_action.to(device),
+            state=self.state.to(device),
         )
 
 

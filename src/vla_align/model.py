@@ -11,11 +11,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.episode import ActionSpec
+from .data.normalizer import STAT_KEYS, ActionNormalizer
 from .encoders import (
     ActionEncoder,
     ActionEncoderConfig,
@@ -27,7 +29,7 @@ from .encoders import (
 from .errors import ConfigError
 from .fusion import FusionDims, FusionInputs
 from .modalities import PAIRS, Batch, Embeddings, Modality, Pair
-from .policy import Policy, PolicyConfig
+from .policy import ContinuousPolicy, Policy, PolicyConfig
 
 
 @dataclass
@@ -51,14 +53,15 @@ class ModelConfig:
         if 1.0 / self.init_temperature > self.max_logit_scale:
             raise ConfigError("model.init_temperature is below 1/max_logit_scale; raise it or max_logit_scale")
 
-    def build(self, action_spec: ActionSpec) -> TriModalModel:
-        return TriModalModel(self, action_spec)
+    def build(self, action_spec: ActionSpec, state_dim: int = 0) -> TriModalModel:
+        return TriModalModel(self, action_spec, state_dim)
 
 
 @dataclass
 class ModelOutput:
     emb: Embeddings
-    logits: Tensor | None = None  # (B, k, A) policy logits
+    logits: Tensor | None = None  # (B, k, A) policy logits (discrete actions)
+    cond: Tensor | None = None  # (B, C) the continuous policy's conditioning vector
     policy_inputs: FusionInputs | None = None  # what the policy's fusion saw (before any dropout)
     prev_action: Tensor | None = None  # (B, h)
 
@@ -85,10 +88,20 @@ def projection(in_dim: int, out_dim: int) -> nn.Module:
 
 
 class TriModalModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, action_spec: ActionSpec) -> None:
+    def __init__(self, cfg: ModelConfig, action_spec: ActionSpec, state_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.action_spec = action_spec
+        self.continuous = action_spec.kind == "continuous"
+        self.state_dim = state_dim
+        # Continuous actions and states are scaled by training-split statistics kept as buffers, so a
+        # checkpoint alone can act (fitted by `fit_normalizers` before training).
+        self.action_norm: ActionNormalizer | None = None
+        self.state_norm: ActionNormalizer | None = None
+        if self.continuous:
+            self.action_norm = ActionNormalizer(action_spec.dim, mode=cfg.policy.normalize, names=action_spec.names)
+        if state_dim:
+            self.state_norm = ActionNormalizer(state_dim, mode="mean_std")
         self.image_encoder = ImageEncoder(cfg.image)
         self.text_encoder = TextEncoder(cfg.text)
         self.action_encoder = ActionEncoder(cfg.action, action_spec)
@@ -100,7 +113,7 @@ class TriModalModel(nn.Module):
                 "action": projection(self.action_encoder.out_dim, d),
             }
         )
-        self.policy: Policy | None = None
+        self.policy: Policy | ContinuousPolicy | None = None
         if cfg.policy.enabled:
             dims = FusionDims(
                 patch_channels=self.image_encoder.patch_dim,
@@ -110,7 +123,15 @@ class TriModalModel(nn.Module):
                 hidden=cfg.policy.hidden,
                 film_channels=cfg.policy.film_channels,
             )
-            self.policy = Policy(cfg.policy, action_spec, dims)
+            if self.continuous:
+                if cfg.policy.chunk > cfg.action.chunk_len:
+                    raise ConfigError(
+                        f"model.policy.chunk ({cfg.policy.chunk}) must be <= model.action.chunk_len "
+                        f"({cfg.action.chunk_len}): the expert chunk is cut from the action window"
+                    )
+                self.policy = ContinuousPolicy(cfg.policy, action_spec, dims, state_dim)
+            else:
+                self.policy = Policy(cfg.policy, action_spec, dims)
         init = torch.full((len(PAIRS),), math.log(1.0 / cfg.init_temperature))
         self.log_logit_scale = nn.Parameter(init, requires_grad=cfg.learn_temperature)  # (3,) one per pair
 
@@ -129,7 +150,18 @@ class TriModalModel(nn.Module):
         return F.normalize(self.heads["text"](self.text_encoder(texts)), dim=-1)
 
     def encode_action(self, action: Tensor, mask: Tensor) -> Tensor:  # (B, T[, A]), (B, T) -> (B, D)
+        if self.action_norm is not None:
+            action = self.action_norm(action.float())  # (B, T, A) normalised; padded steps are masked
         return F.normalize(self.heads["action"](self.action_encoder(action, mask)), dim=-1)
+
+    def fit_normalizers(self, actions: np.ndarray, state: np.ndarray | None) -> None:
+        """Set the action / state normaliser statistics from the training split's (N, A) / (N, S) arrays."""
+        if self.action_norm is not None:
+            fitted = ActionNormalizer.fit(actions, mode=self.action_norm.mode)
+            self.action_norm.set_stats({k: getattr(fitted, k) for k in STAT_KEYS})
+        if self.state_norm is not None and state is not None:
+            fitted = ActionNormalizer.fit(state, mode="mean_std")
+            self.state_norm.set_stats({k: getattr(fitted, k) for k in STAT_KEYS})
 
     def forward(self, batch: Batch, modalities: tuple[Modality, ...] = ("image", "text", "action")) -> Embeddings:
         return self.run(batch, modalities)[0]
@@ -175,8 +207,45 @@ class TriModalModel(nn.Module):
             assert patches is not None and image_feat is not None and text_feat is not None
             result.policy_inputs = self._policy_inputs(patches, image_feat, text_feat, batch.text, detach_policy_inputs)
             result.prev_action = batch.prev_action
-            result.logits = self.policy_logits(result.policy_inputs, batch.prev_action, drop)
+            if self.continuous:
+                result.cond = self.policy_cond(result.policy_inputs, batch.state, drop)
+            else:
+                result.logits = self.policy_logits(result.policy_inputs, batch.prev_action, drop)
         return result
+
+    def policy_loss(self, out: ModelOutput, batch: Batch) -> Tensor:
+        """Behaviour cloning: cross-entropy of the logits (discrete) or the head's loss on the normalised
+        expert chunk (continuous), masked past the episode end."""
+        if self.policy is None:
+            raise ConfigError("this model has no policy; train with --model.policy.enabled true")
+        if isinstance(self.policy, ContinuousPolicy):
+            assert out.cond is not None and self.action_norm is not None
+            return self.policy.loss(out.cond, self.action_norm(batch.action.float()), batch.action_mask)
+        assert out.logits is not None
+        return self.policy.loss(out.logits.float(), batch.action, batch.action_mask)
+
+    def policy_cond(self, inputs: FusionInputs, state: Tensor | None, drop: Tensor | None = None) -> Tensor:
+        """(B, C) continuous-policy conditioning from fusion inputs and the raw (B, S) state."""
+        if not isinstance(self.policy, ContinuousPolicy):
+            raise ConfigError("policy_cond is for continuous-action policies")
+        if drop is not None:
+            inputs = blank_modalities(inputs, drop)
+        s = None
+        if self.state_norm is not None and state is not None and state.numel():
+            s = self.state_norm(state.float())  # (B, S)
+        return self.policy(inputs, s)
+
+    @torch.no_grad()
+    def act_chunk(
+        self, image: Tensor, texts: list[str], state: Tensor | None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Continuous actions for observations -> (B, k, A) in the dataset's units (un-normalised)."""
+        if not isinstance(self.policy, ContinuousPolicy) or self.action_norm is None:
+            raise ConfigError("act_chunk is for continuous-action policies")
+        patches = self.image_encoder.patches(image)
+        inputs = self._policy_inputs(patches, self.image_encoder.pool(patches), self.text_encoder(texts), texts, False)
+        cond = self.policy_cond(inputs, state)
+        return self.action_norm.unnormalize(self.policy.sample(cond, generator))  # (B, k, A)
 
     def _policy_inputs(
         self, patches: Tensor, image_feat: Tensor, text_feat: Tensor, texts: list[str], detach: bool
@@ -193,8 +262,8 @@ class TriModalModel(nn.Module):
 
     def policy_logits(self, inputs: FusionInputs, prev: Tensor, drop: Tensor | None = None) -> Tensor:
         """(B, k, A) logits from fusion inputs; ``drop`` (B,) = 1 blanks the image, 2 the instruction."""
-        if self.policy is None:
-            raise ConfigError("this model has no policy; train with --model.policy.enabled true")
+        if not isinstance(self.policy, Policy):
+            raise ConfigError("this model has no discrete policy; train with --model.policy.enabled true")
         if drop is not None:
             inputs = blank_modalities(inputs, drop)
         b = len(inputs.text)

@@ -14,19 +14,28 @@ time the first ``execute`` actions of each predicted chunk are played before re-
 Encoder gradients from the behaviour-cloning loss are cut before ``freeze_encoders_until`` (the
 chapter's "freeze first, then unfreeze progressively"); the contrastive losses keep training the
 encoders throughout unless their weights are 0.
+
+Continuous actions (Meta-World) use :class:`ContinuousPolicy` instead: the same fusion, plus the
+normalised proprioceptive state, gives a conditioning vector for one of the chunk heads of
+``vla_align.heads`` (``model.policy.head.name``: ``regression``, ``binned`` 256-bin tokens or ``flow``
+matching); it predicts the next ``chunk`` actions in normalised units.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.episode import ActionSpec
+from .data.normalizer import NormMode
 from .errors import ConfigError
 from .fusion import FUSIONS, FusionDims, FusionInputs, FusionName
+from .heads import ActionHead, HeadConfig
+
+STATE_FEATURES = 64  # width of the proprioceptive-state embedding (continuous policies)
 
 
 @dataclass
@@ -44,6 +53,11 @@ class PolicyConfig:
     start_step: int = 0  # contrastive-only pre-training before this step
     freeze_encoders_until: int = 0  # BC gradients do not reach the encoders before this step
     label_smoothing: float = 0.0
+    # continuous actions only: the chunk head (its chunk_len / action_dim are set from `chunk` and the
+    # dataset) and how actions are scaled for it (percentile: the 1st / 99th percentiles map to -1 / +1)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    normalize: NormMode = "percentile"
+    state: bool = True  # continuous: feed the proprioceptive state (observation.state) when the data has it
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -66,6 +80,8 @@ class PolicyConfig:
             raise ConfigError("model.policy.weight, start_step and freeze_encoders_until must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"model.policy.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.normalize not in ("mean_std", "min_max", "percentile"):
+            raise ConfigError(f"model.policy.normalize must be mean_std, min_max or percentile, got {self.normalize!r}")
 
 
 class Policy(nn.Module):
@@ -112,3 +128,43 @@ class Policy(nn.Module):
             label_smoothing=self.cfg.label_smoothing,
         ).view_as(m)  # (B, k)
         return (ce * m).sum() / m.sum().clamp(min=1)
+
+
+class ContinuousPolicy(nn.Module):
+    """Fusion (+ embedded proprioceptive state) -> conditioning vector -> a continuous chunk head.
+
+    Works in normalised action units; :class:`~vla_align.model.TriModalModel` normalises the targets and
+    un-normalises the samples with the normaliser it stores as buffers.
+    """
+
+    def __init__(self, cfg: PolicyConfig, spec: ActionSpec, dims: FusionDims, state_dim: int = 0) -> None:
+        super().__init__()
+        if spec.kind != "continuous":
+            raise ConfigError("ContinuousPolicy needs continuous actions; discrete datasets use Policy")
+        self.cfg = cfg
+        self.fusion = FUSIONS.get(cfg.fusion)(dims)
+        self.needs_tokens: bool = bool(getattr(self.fusion, "needs_tokens", False))
+        self.state_dim = state_dim if cfg.state else 0
+        self.state: nn.Module | None = None
+        if self.state_dim:
+            self.state = nn.Sequential(nn.Linear(self.state_dim, STATE_FEATURES), nn.GELU())
+        head_cfg = replace(cfg.head, chunk_len=cfg.chunk, action_dim=spec.dim)
+        self.head: ActionHead = head_cfg.build(cfg.hidden + (STATE_FEATURES if self.state_dim else 0))
+
+    def forward(self, x: FusionInputs, state: Tensor | None) -> Tensor:
+        """(B, C) conditioning vector; ``state`` (B, S) normalised proprioception (None without)."""
+        cond = self.fusion(x)  # (B, H)
+        if self.state is not None:
+            if state is None or state.shape[-1] != self.state_dim:
+                got = None if state is None else tuple(state.shape)
+                raise ValueError(f"this policy needs the ({self.state_dim},) proprioceptive state, got {got}")
+            cond = torch.cat([cond, self.state(state.to(cond.dtype))], dim=-1)  # (B, H + 64)
+        return cond
+
+    def loss(self, cond: Tensor, action: Tensor, mask: Tensor) -> Tensor:
+        """Head loss against the first ``chunk`` steps of the normalised (B, T >= k, A) expert chunk."""
+        k = self.cfg.chunk
+        return self.head.loss(cond.float(), action[:, :k].float(), mask[:, :k])
+
+    def sample(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.head.sample(cond.float(), generator)  # (B, k, A) normalised

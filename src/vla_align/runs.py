@@ -37,7 +37,7 @@ def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[TriMo
     if "dataset" not in extra:
         raise UserError(f"{run_dir / 'config.json'}: has no 'dataset' section; was this run trained by vla-align?")
     spec = ActionSpec.from_dict(extra["dataset"]["info"]["action_spec"])
-    model = cfg.model.build(spec)
+    model = cfg.model.build(spec, int(extra["dataset"].get("state_dim", 0)))
     checkpoint.load_weights(model, run_dir / "checkpoint")
     return model.to(device).eval(), cfg
 

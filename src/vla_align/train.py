@@ -106,11 +106,11 @@ def make_optimizer(model: TriModalModel, cfg: TrainConfig, aux: torch.nn.Module 
     )
 
 
-def build_model(cfg: RunConfig, dataset_info: dict[str, Any]) -> TriModalModel:
+def build_model(cfg: RunConfig, dataset_info: dict[str, Any], state_dim: int = 0) -> TriModalModel:
     from .data.episode import ActionSpec
 
     spec = ActionSpec.from_dict(dataset_info["vla_align"]["action_spec"])
-    return cfg.model.build(spec)
+    return cfg.model.build(spec, state_dim)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -138,7 +138,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
         raise ConfigError("model.policy.start_step > 0 needs a positive contrastive weight to pre-train with")
     data_path = cfg.data.resolved_path()
     table = read_dataset(data_path, split="train")
-    model = build_model(cfg, table.info).to(device)
+    state_dim = int(table.state.shape[1]) if table.state is not None and cfg.model.policy.state else 0
+    model = build_model(cfg, table.info, state_dim)
+    if not resume:  # continuous actions / states: statistics of the training split, kept in the model
+        model.fit_normalizers(table.actions, table.state)
+    model = model.to(device)
     cfg.model.text.backbone = model.text_backbone  # record the resolved choice ("auto" -> name)
     sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history)
     mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
@@ -156,7 +160,12 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     extra = {
-        "dataset": {"path": str(data_path), "info": table.info["vla_align"], "image_shape": list(table.image_shape)}
+        "dataset": {
+            "path": str(data_path),
+            "info": table.info["vla_align"],
+            "image_shape": list(table.image_shape),
+            "state_dim": state_dim,
+        }
     }
     config_lib.save(cfg, run_dir / "config.json", **extra)
     metrics_path = run_dir / "metrics.jsonl"
@@ -222,8 +231,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             emb, logits = out.emb, out.logits
             scales: dict[Pair, torch.Tensor] = {p: model.logit_scale(p) for p in PAIRS}
             losses = objective(emb, batch, scales, step)
-            if logits is not None and model.policy is not None:
-                losses["policy"] = model.policy.loss(logits.float(), batch.action, batch.action_mask)
+            if logits is not None or out.cond is not None:
+                losses["policy"] = model.policy_loss(out, batch)
             if len(aux):
                 with autocast:
                     losses.update(aux(Context(model=model, batch=batch, out=out, step=step, rng=rng)))

@@ -90,8 +90,12 @@ def test_policy_config_errors_say_what_to_change() -> None:
         PolicyConfig(chunk=2, execute=3)
     cfg = get_preset("tiny")
     cfg.model.policy = PolicyConfig(enabled=True)
-    with pytest.raises(ConfigError, match="continuous"):
+    assert type(cfg.model.build(SPECS["continuous"]).policy).__name__ == "ContinuousPolicy"
+    cfg.model.policy = PolicyConfig(enabled=True, chunk=cfg.model.action.chunk_len + 1)
+    with pytest.raises(ConfigError, match="chunk_len"):
         cfg.model.build(SPECS["continuous"])
+    with pytest.raises(ConfigError, match="normalize"):
+        PolicyConfig(normalize="zscore")  # type: ignore[arg-type]
 
 
 def test_sampler_history_lists_previous_actions_most_recent_first(tmp_path: Path) -> None:

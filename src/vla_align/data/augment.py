@@ -73,4 +73,5 @@ def mirror(batch: Batch, which: torch.Tensor, perm: torch.Tensor) -> Batch:
         episode=batch.episode,
         frame=batch.frame,
         prev_action=prev,
+        state=batch.state,
     )

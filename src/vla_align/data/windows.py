@@ -52,6 +52,7 @@ class ChunkSampler:
             episode=torch.from_numpy(t.episode_ids[ep].astype(np.int64)),
             frame=torch.from_numpy(self.frame_in_episode[rows].astype(np.int64)),
             prev_action=torch.from_numpy(prev),
+            state=torch.from_numpy(t.state[rows]) if t.state is not None else torch.empty(0, 0),
         )
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:

@@ -276,6 +276,7 @@ class _Job:
     cfg: SimConfig
     frames: FrameTable | None  # shuffle_image: only the replacement episodes' frames
     ablation: Ablation
+    state_dim: int = 0
 
 
 def _run_job(job: _Job) -> list[EpisodeResult]:
@@ -284,7 +285,9 @@ def _run_job(job: _Job) -> list[EpisodeResult]:
     from ..model import ModelConfig
 
     torch.set_num_threads(1)
-    model = config_lib.from_dict(ModelConfig, job.model_config).build(ActionSpec.from_dict(job.action_spec))
+    model = config_lib.from_dict(ModelConfig, job.model_config).build(
+        ActionSpec.from_dict(job.action_spec), job.state_dim
+    )
     model.load_state_dict(job.weights)
     model.eval()
     policy_cfg = model.cfg.policy
@@ -354,6 +357,7 @@ def parallel_rollout(
                 cfg=cfg,
                 frames=frames,
                 ablation=ablation,
+                state_dim=model.state_dim,
             )
         )
     results: list[EpisodeResult | None] = [None] * len(specs)
