@@ -106,10 +106,13 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         cfg.eval.max_episodes = args.max_episodes
     model, _ = load_model(run_dir)
     data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
-    table = read_dataset(data_path, split=cfg.eval.split)
-    metrics: dict[str, Any] = dict(evaluate_retrieval(model, table, cfg.eval))
     if args.episodes is not None:
         cfg.eval.sim.episodes = args.episodes
+    info = extra["dataset"]["info"]
+    if info.get("source") == "metaworld":
+        return _eval_metaworld(run_dir, cfg, extra, model, data_path)
+    table = read_dataset(data_path, split=cfg.eval.split)
+    metrics: dict[str, Any] = dict(evaluate_retrieval(model, table, cfg.eval))
     if cfg.eval.sim.episodes and model.policy is not None:
         from .sim.evaluate import EPISODES_FILE, EpisodeResult, evaluate_policy, write_episodes
 
@@ -119,6 +122,45 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         write_episodes(run_dir / EPISODES_FILE, episodes)
     elif args.episodes:
         raise UserError(f"{run_dir}: --episodes needs a run trained with a policy (--model.policy.enabled true)")
+    merged = update_metrics(run_dir, metrics)
+    print_summary(merged, cfg.eval.split)
+    return merged
+
+
+def _eval_metaworld(run_dir: Path, cfg: Any, extra: dict[str, Any], model: Any, data_path: Path) -> dict[str, Any]:
+    """Retrieval and offline trajectory metrics when the dataset is on disk; closed loop from the
+    checkpoint and config.json alone (held-out seeds and instructions are rebuilt from the stored
+    dataset description)."""
+    from .data.lerobot import read_dataset
+    from .evaluate import evaluate_retrieval, evaluate_trajectories
+    from .physics import PhysicalLimits
+    from .progress import console
+    from .runs import update_metrics
+    from .sim.evaluate import EPISODES_FILE, EpisodeResult, write_episodes
+    from .sim.metaworld_eval import evaluate_metaworld
+
+    metrics: dict[str, Any] = {}
+    if (data_path / "meta" / "info.json").is_file():
+        table = read_dataset(data_path, split=cfg.eval.split)
+        metrics.update(evaluate_retrieval(model, table, cfg.eval))
+        metrics.update(evaluate_trajectories(model, table, cfg.eval))
+    else:
+        console.print(f"dataset {data_path} not on disk: retrieval and trajectory metrics skipped; closed loop only")
+    if cfg.eval.sim.episodes and model.policy is not None:
+        limits = extra["dataset"].get("physical_limits")
+        episodes: list[EpisodeResult] = []
+        metrics.update(
+            evaluate_metaworld(
+                model,
+                extra["dataset"]["info"],
+                int(extra["dataset"]["image_shape"][0]),
+                cfg.eval.sim,
+                PhysicalLimits.from_dict(limits, "config.json dataset.physical_limits") if limits else None,
+                episodes_out=episodes,
+                split=cfg.eval.sim.split,
+            )
+        )
+        write_episodes(run_dir / EPISODES_FILE, episodes)
     merged = update_metrics(run_dir, metrics)
     print_summary(merged, cfg.eval.split)
     return merged
@@ -173,6 +215,22 @@ def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
             row = [f"{metrics[f'{key}/{c}']:.3f}" for c in cols]
             table.add_row(f"{q} -> {g}", f"{metrics[f'{key}/queries']:.0f}", *row)
     Console().print(table)
+    if "traj/ade" in metrics:
+        traj = Table(title=f"offline trajectories ({metrics['traj/samples']:.0f} held-out chunks, action units)")
+        for c in ("ADE", "FDE", "DTW"):
+            traj.add_column(c, justify="right")
+        traj.add_row(*(f"{metrics[f'traj/{m}']:.4f}" for m in ("ade", "fde", "dtw")))
+        Console().print(traj)
+    tasks = sorted(k.split("/")[2] for k in metrics if k.startswith("sim/by_task/") and k.endswith("/success_rate"))
+    if tasks:
+        per = Table(title="closed loop per task")
+        for c in ("task", "success", "mean steps"):
+            per.add_column(c, justify="right")
+        for t in tasks:
+            per.add_row(
+                t, f"{metrics[f'sim/by_task/{t}/success_rate']:.2f}", f"{metrics[f'sim/by_task/{t}/mean_steps']:.0f}"
+            )
+        Console().print(per)
     if "sim/success_rate" in metrics:
         sim = Table(title=f"closed loop ({metrics['sim/episodes']:.0f} held-out episodes)")
         for c in ("condition", "success", "SPL", "mean steps"):
@@ -183,7 +241,13 @@ def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
             ("shuffled image", "ablation/shuffle_image/sim"),
         ]:
             if f"{prefix}/success_rate" in metrics:
-                sim.add_row(name, *(f"{metrics[f'{prefix}/{m}']:.3f}" for m in ("success_rate", "spl", "mean_steps")))
+                sim.add_row(
+                    name,
+                    *(
+                        "—" if f"{prefix}/{m}" not in metrics else f"{metrics[f'{prefix}/{m}']:.3f}"
+                        for m in ("success_rate", "spl", "mean_steps")
+                    ),
+                )
         Console().print(sim)
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from .balancing.config import BalancerConfig
 from .data.source import DataConfig
-from .encoders import ImageEncoderConfig, TextEncoderConfig
+from .encoders import ActionEncoderConfig, ImageEncoderConfig, TextEncoderConfig
 from .evaluate import EvalConfig
+from .heads import HeadConfig
 from .losses import LossConfig
 from .losses.cycle import CycleConfig
 from .model import ModelConfig
@@ -109,6 +110,39 @@ def babyai_chapter() -> RunConfig:
         balancer=BalancerConfig(name="pcgrad_gradnorm", alpha=0.5),
     )
     return cfg
+
+
+# Meta-World at 84 px: a 4-px patchify stem, then two 3x3 convs (stride 2, 1) -> an 11 x 11 map.
+METAWORLD_IMAGE = ImageEncoderConfig(channels=(32, 64, 128), strides=(4, 2, 1), pool=4, max_pool=True)
+
+
+@PRESETS.register("metaworld-mt10")
+def metaworld_mt10() -> RunConfig:
+    """Meta-World MT10 from images + proprioception + instruction: 100 expert demos per task, a FiLM
+    policy with a chunk head (8 actions, 4 executed), 10 held-out episodes per task; <= 90 min on 2 cores."""
+    return RunConfig(
+        preset="metaworld-mt10",
+        data=DataConfig(
+            source="metaworld", levels=("mt10",), train_episodes=100, val_episodes=5, test_episodes=10, image_size=84
+        ),
+        model=ModelConfig(
+            image=METAWORLD_IMAGE,
+            action=ActionEncoderConfig(chunk_len=8),
+            policy=PolicyConfig(
+                enabled=True,
+                fusion="film",
+                hidden=256,
+                chunk=8,
+                execute=4,
+                prev_action=False,
+                head=HeadConfig(name="regression", hidden=256),
+            ),
+        ),
+        train=TrainConfig(
+            steps=6000, batch_size=128, lr=1e-3, warmup_steps=200, checkpoint_every=1000, augment_shift=4
+        ),
+        eval=EvalConfig(sim=SimConfig(episodes=10, envs=10, workers=2)),
+    )
 
 
 def get_preset(name: str) -> RunConfig:

@@ -60,8 +60,16 @@ def ensure_dataset(data: DataConfig, overwrite: bool = False) -> Path:
             info = full.get("vla_align", {})
             splits = {name: f"{a}:{b}" for name, (a, b) in _split_ranges(data.episodes).items()}
             same = info.get("seed") == data.seed and info.get("image_size") == data.image_size
-            same = same and full.get("splits") == splits
-            if same and info.get("levels") == [_level_id(x) for x in data.levels]:
+            if data.source == "metaworld":
+                from .sim.metaworld import resolve_tasks
+
+                same = same and info.get("tasks") == resolve_tasks(data.levels)
+                same = same and info.get("episodes_per_task") == data.episodes
+            else:
+                same = (
+                    same and full.get("splits") == splits and info.get("levels") == [_level_id(x) for x in data.levels]
+                )
+            if same:
                 console.print(f"reusing dataset {path}")
                 return path
         raise UserError(
@@ -71,6 +79,12 @@ def ensure_dataset(data: DataConfig, overwrite: bool = False) -> Path:
         from .data.babyai import generate_babyai
 
         return generate_babyai(
+            path, list(data.levels), data.episodes, data.seed, image_size=data.image_size, overwrite=overwrite
+        )
+    if data.source == "metaworld":
+        from .data.metaworld import generate_metaworld
+
+        return generate_metaworld(
             path, list(data.levels), data.episodes, data.seed, image_size=data.image_size, overwrite=overwrite
         )
     raise UserError(f"unknown data source {data.source!r}")

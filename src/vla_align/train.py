@@ -159,7 +159,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     balancer = cfg.loss.balancer.build(names).to(device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    extra = {
+    extra: dict[str, dict[str, Any]] = {
         "dataset": {
             "path": str(data_path),
             "info": table.info["vla_align"],
@@ -167,6 +167,14 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
             "state_dim": state_dim,
         }
     }
+    if table.action_spec.kind == "continuous":  # limits on the commanded actions, for the evaluation
+        from .physics import fit_limits
+
+        episodes = [
+            table.actions[s : s + n] for s, n in zip(table.episode_start, table.episode_length, strict=True) if n >= 4
+        ]
+        if episodes:
+            extra["dataset"]["physical_limits"] = fit_limits(episodes, 1.0 / table.fps, signal="velocity").to_dict()
     config_lib.save(cfg, run_dir / "config.json", **extra)
     metrics_path = run_dir / "metrics.jsonl"
 

@@ -13,8 +13,9 @@ from ..errors import ConfigError
 
 @dataclass
 class DataConfig:
-    source: Literal["babyai"] = "babyai"
-    levels: tuple[str, ...] = ("GoToLocal",)
+    source: Literal["babyai", "metaworld"] = "babyai"
+    levels: tuple[str, ...] = ("GoToLocal",)  # BabyAI levels, or Meta-World tasks / "mt10" / "mt50"
+    # BabyAI: episodes per split; Meta-World: episodes per task and split
     train_episodes: int = 5000
     val_episodes: int = 500
     test_episodes: int = 1000
@@ -28,6 +29,8 @@ class DataConfig:
         for name in ("train_episodes", "val_episodes", "test_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.source not in ("babyai", "metaworld"):
+            raise ConfigError(f"data.source must be babyai or metaworld, got {self.source!r}")
         if not 28 <= self.image_size <= 224:
             raise ConfigError(f"data.image_size must be in 28..224, got {self.image_size}")
 

@@ -66,7 +66,7 @@ class EpisodeResult:
     success: bool
     steps: int
     expert_steps: int
-    actions: list[int] = field(default_factory=list)  # what the policy did, to replay the episode
+    actions: list[Any] = field(default_factory=list)  # what the policy did (ids or vectors), to replay it
 
     @property
     def spl(self) -> float:
