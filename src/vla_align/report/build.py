@@ -81,6 +81,14 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> Re
         return inputs
     dataset = data or Path(config.get("dataset", {}).get("path", ""))
     if not (dataset / "meta" / "info.json").is_file():
+        if episodes and config.get("dataset", {}).get("info", {}).get("source") == "metaworld":
+            # the simulator replays the failures from the checkpoint and config.json alone
+            from ..runs import load_model
+            from .failures_metaworld import metaworld_run_three_views
+
+            inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA skipped")
+            inputs.failures = metaworld_run_three_views(load_model(run_dir)[0], config, episodes, None, max_failures)
+            return inputs
         inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
         return inputs
 
@@ -102,6 +110,16 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> Re
         sim_table = table if cfg.eval.sim.split == split else read_dataset(dataset, split=cfg.eval.sim.split)
         t0 = time.perf_counter()
         inputs.failures = babyai_three_views(model, sim_table, episodes, inputs.health, max_failures)
+        console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
+    elif (
+        episodes
+        and table.action_spec.kind == "continuous"
+        and config.get("dataset", {}).get("info", {}).get("source") == "metaworld"
+    ):
+        from .failures_metaworld import metaworld_run_three_views
+
+        t0 = time.perf_counter()
+        inputs.failures = metaworld_run_three_views(model, config, episodes, inputs.health, max_failures)
         console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
     return inputs
 

@@ -182,6 +182,18 @@ def three_view_figure(view: ThreeView, threshold: float = 0.6) -> str:
             ax.step(steps[: len(exp)], exp, where="post", color="#e67e22", linestyle="--", label="expert here")
         if view.action_names:
             ax.set_yticks(range(len(view.action_names)), view.action_names, fontsize=5)
+    elif (
+        view.actions is not None
+        and np.asarray(view.actions).ndim == 2
+        and view.expert_actions is not None
+        and np.asarray(view.expert_actions).shape == np.asarray(view.actions).shape
+    ):  # continuous: policy (solid) vs the expert's suggestion at the same state (dashed), per dimension
+        acts, exp = np.asarray(view.actions, dtype=float), np.asarray(view.expert_actions, dtype=float)
+        for d in range(acts.shape[1]):
+            name = view.action_names[d].split(" (")[0] if d < len(view.action_names) else f"a{d}"
+            (line,) = ax.plot(steps[: len(acts)], acts[:, d], linewidth=1.0, label=name)
+            label = "expert (dashed)" if d == 0 else None
+            ax.plot(steps[: len(exp)], exp[:, d], linewidth=0.8, linestyle="--", color=line.get_color(), label=label)
     else:
         for d in range(view.signal.shape[1]):
             ax.plot(steps, view.signal[:, d], linewidth=1.0, label=view.signal_names[d])
