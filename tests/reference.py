@@ -167,3 +167,20 @@ def dtw_reference(a: list[list[float]], b: list[list[float]], squared: bool = Fa
             cost = _euclid(a[i - 1], b[j - 1]) ** 2
             table[i][j] = cost + min(table[i - 1][j - 1], table[i - 1][j], table[i][j - 1])
     return table[n][m] if squared else math.sqrt(table[n][m])
+
+
+def nearest_code_reference(z: list[list[float]], codes: list[list[float]]) -> list[int]:
+    """For each vector, the index of the code with the highest cosine similarity (first on ties)."""
+
+    def cos(u: Sequence[float], v: Sequence[float]) -> float:
+        return _dot(u, v) / (math.sqrt(_dot(u, u)) * math.sqrt(_dot(v, v)))
+
+    out = []
+    for u in z:
+        best, best_sim = 0, -math.inf
+        for k, e in enumerate(codes):
+            s = cos(u, e)
+            if s > best_sim:
+                best, best_sim = k, s
+        out.append(best)
+    return out

@@ -7,7 +7,13 @@ Every fusion maps the encoders' outputs for one observation to a (B, H) state ve
 * ``film``    FiLM-conditioned conv blocks on the image feature map (the BabyAI baseline's recipe):
               x ← x ⊙ (1 + γ(z_L)) + β(z_L), twice, then pooled;
 * ``xattn``   text tokens as queries over the image patches (Attn(Q=Z_L, K=Z_V, V=Z_V)), with the
-              patches' (x, y) position added; ``last_attention`` keeps the weights for diagnostics.
+              patches' (x, y) position added; ``last_attention`` keeps the weights for diagnostics;
+* ``poe``     product of Gaussian experts (chapter 5.5, PoE): image and text each predict (μ_m, log σ²_m)
+              in the hidden space; with a standard-normal prior expert and precisions T_m = 1/σ²_m,
+              T = 1 + Σ_m T_m,  μ = Σ_m T_m μ_m / T,  log σ² = −log T,  out = MLP([μ; log σ²]);
+              a blanked input (an all-zero row, as modality dropout makes) has precision 0;
+* ``moe``     mixture of experts (chapter 5.5, MoE): z = Σ_k α_k z^(k), Σ α_k = 1, over an image-only,
+              a text-only and a joint expert, α = softmax(W[image; text]); ``last_gate`` keeps α.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from torch import Tensor, nn
 
 from .registry import Registry
 
-FusionName = Literal["late", "gated", "film", "xattn"]
+FusionName = Literal["late", "gated", "film", "xattn", "poe", "moe"]
 FUSIONS: Registry[type[nn.Module]] = Registry("fusion")
 
 
@@ -148,3 +154,87 @@ class CrossAttentionFusion(nn.Module):
         pooled = (attended * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H) mean over real tokens
         peak = (attended - (1 - m) * 1e4).amax(1)  # (B, H) max over real tokens
         return self.out(torch.cat([pooled, peak, x.text], dim=-1))  # (B, H)
+
+
+def product_of_gaussians(
+    mus: list[Tensor], logvars: list[Tensor], present: list[Tensor] | None = None, prior: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Precision-weighted fusion of diagonal Gaussian experts, each (B, H) (μ_m, log σ²_m):
+
+        T_m = present_m · exp(−log σ²_m),  T = [1 if prior] + Σ_m T_m,
+        μ = Σ_m T_m μ_m / T,  log σ² = −log T     (the prior expert is N(0, I))
+
+    ``present`` (B,) per expert (1 = seen, 0 = missing: precision 0). Returns (μ, log σ²), (B, H) each.
+    """
+    precisions = [torch.exp(-lv.float()) for lv in logvars]  # (B, H) each
+    if present is not None:
+        precisions = [t * p.to(t.dtype)[:, None] for t, p in zip(precisions, present, strict=True)]
+    total = torch.stack(precisions).sum(0)  # (B, H)
+    if prior:
+        total = total + 1.0
+    mean = sum((t * mu.float() for t, mu in zip(precisions, mus, strict=True)), start=torch.zeros_like(total))
+    return mean / total, -torch.log(total)
+
+
+class GaussianExpert(nn.Module):
+    """(B, F) -> (μ, log σ²), (B, H) each; log σ² clamped to [−6, 6]."""
+
+    def __init__(self, in_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU())
+        self.mu = nn.Linear(hidden, hidden)
+        self.logvar = nn.Linear(hidden, hidden)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.net(x)  # (B, H)
+        return self.mu(h), self.logvar(h).clamp(-6.0, 6.0)
+
+
+@FUSIONS.register("poe")
+class ProductOfExpertsFusion(nn.Module):
+    needs_tokens = False
+
+    def __init__(self, dims: FusionDims) -> None:
+        super().__init__()
+        self.image_expert = GaussianExpert(dims.image_dim, dims.hidden)
+        self.text_expert = GaussianExpert(dims.text_dim, dims.hidden)
+        self.out = mlp(2 * dims.hidden, dims.hidden)
+        self.last_precision: Tensor | None = None  # (B, 2) mean precision of the image / text expert
+
+    def forward(self, x: FusionInputs) -> Tensor:
+        (mu_v, lv_v), (mu_l, lv_l) = self.image_expert(x.image), self.text_expert(x.text)  # (B, H) each
+        present = [x.image.detach().abs().amax(-1) > 0, x.text.detach().abs().amax(-1) > 0]  # (B,) each
+        mu, logvar = product_of_gaussians([mu_v, mu_l], [lv_v, lv_l], present)  # (B, H) each
+        with torch.no_grad():
+            prec = torch.stack([torch.exp(-lv_v.float()).mean(-1), torch.exp(-lv_l.float()).mean(-1)], dim=-1)
+            self.last_precision = prec * torch.stack(present, dim=-1).to(prec.dtype)
+        return self.out(torch.cat([mu, logvar], dim=-1).to(x.image.dtype))  # (B, H)
+
+
+@FUSIONS.register("moe")
+class MixtureOfExpertsFusion(nn.Module):
+    needs_tokens = False
+    experts_order = ("image", "text", "joint")
+
+    def __init__(self, dims: FusionDims) -> None:
+        super().__init__()
+        both = dims.image_dim + dims.text_dim
+        self.experts = nn.ModuleDict(
+            {
+                "image": mlp(dims.image_dim, dims.hidden),
+                "text": mlp(dims.text_dim, dims.hidden),
+                "joint": mlp(both, dims.hidden),
+            }
+        )
+        self.gate = nn.Sequential(nn.LayerNorm(both), nn.Linear(both, len(self.experts_order)))
+        self.out = nn.Sequential(nn.GELU(), nn.Linear(dims.hidden, dims.hidden))
+        self.last_gate: Tensor | None = None  # (B, 3) α over (image, text, joint)
+
+    def forward(self, x: FusionInputs) -> Tensor:
+        vl = torch.cat([x.image, x.text], dim=-1)  # (B, F_V + F_L)
+        z = torch.stack(
+            [self.experts["image"](x.image), self.experts["text"](x.text), self.experts["joint"](vl)], dim=1
+        )  # (B, 3, H)
+        alpha = torch.softmax(self.gate(vl), dim=-1)  # (B, 3)
+        self.last_gate = alpha.detach()
+        return self.out((alpha.unsqueeze(-1) * z).sum(1))  # (B, H)

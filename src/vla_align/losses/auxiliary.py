@@ -17,6 +17,8 @@ spectral       ``spectral``: 1 − γ_VA in band               ``loss.spectral.w
 decoder        ``spectral_recon``, ``feasibility``         ``loss.spectral.recon_weight``,
                                                             ``loss.physics.feasibility_weight``
 distill        ``distill``: reachability logits             ``loss.physics.distill_weight``
+codebook       ``vq_commit``, ``vq_agreement``              ``loss.codebook.weight`` (λ; commit
+               (+ ``vq_codebook`` without EMA)              λ·β, agreement λ·agreement)
 =============  ==========================================  =====================================
 
 ``spectral`` encodes ``loss.spectral.windows`` windows of ``loss.spectral.window`` consecutive
@@ -27,6 +29,12 @@ chunk from z_A (continuous actions), scored low-frequency-first and checked agai
 limits fitted on the training split. ``distill`` teaches a head on z_A the soft "reachable" logit
 of a feasibility checker (the teacher) on the real chunk and on an infeasible perturbation of it.
 Actions are treated as velocity commands for the limits (Meta-World's deltas are).
+
+``codebook`` quantizes whichever of z_V, z_L, z_A the step computed with one ``SharedCodebook``
+(``codebook.py``: nearest code by cosine, straight-through, EMA or learned codes) and adds the
+cross-modal agreement of ``codebook.agreement_loss`` averaged over the pairs present, with soft
+assignments q_m,i = softmax_k(cos(z_m,i, e_k) / τ) over detached codes. Its buffers (codes, EMA
+statistics, restart counters) are part of ``train_state.pt``'s "aux" state like the heads.
 """
 
 from __future__ import annotations
@@ -40,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..codebook import SharedCodebook, agreement, agreement_loss, perplexity, usage
 from ..data.paraphrase import Paraphraser
 from ..errors import ConfigError
-from ..modalities import Batch, Modality
+from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Modality
 from ..physics import PhysicalLimits, feasibility_penalty, fit_limits, reachability_teacher_logits
 from ..registry import Registry
 from .consistency import modality_balance, paraphrase_consistency
@@ -333,6 +342,60 @@ def _distill(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Object
     return Distill(cfg, model, table)
 
 
+class Codebook(Objective):
+    """One VQ codebook shared by z_V, z_L and z_A (chapter 5.5): commitment, agreement, health metrics."""
+
+    def __init__(self, cfg: LossConfig, model: TriModalModel) -> None:
+        super().__init__()
+        self.cfg = cfg.codebook
+        self.codebook = SharedCodebook(cfg.codebook, model.cfg.embed_dim)
+        self.last_metrics: dict[str, float] = {}
+
+    def weights(self) -> dict[str, float]:
+        c = self.cfg
+        out = {"vq_commit": c.weight * c.beta}
+        if not c.ema:
+            out["vq_codebook"] = c.weight
+        if c.agreement > 0:
+            out["vq_agreement"] = c.weight * c.agreement
+        return out
+
+    def forward(self, ctx: Context) -> dict[str, Tensor]:
+        e = ctx.out.emb
+        present = [m for m in MODALITIES if getattr(e, m) is not None]
+        if not present:
+            return {}
+        zs = {m: e.get(m) for m in present}  # (B, D) each
+        pairs = [p for p in PAIRS if all(m in zs for m in PAIR_MODALITIES[p])]
+        tau = self.cfg.temperature
+        # soft assignments before the EMA step, so they see the same codes as the hard ones
+        log_q = {m: self.codebook.soft_assign(z, tau) for m, z in zs.items()} if self.cfg.agreement > 0 else {}
+        _, indices, vq = self.codebook.quantize(torch.cat(list(zs.values())))  # (M*B,)
+        ids = dict(zip(present, indices.split([len(z) for z in zs.values()]), strict=True))
+        out = {"vq_commit": vq["commit"]}
+        if not self.cfg.ema:
+            out["vq_codebook"] = vq["codebook"]
+        if log_q and pairs:
+            a_b = [PAIR_MODALITIES[p] for p in pairs]
+            out["vq_agreement"] = torch.stack([agreement_loss(log_q[a], log_q[b]) for a, b in a_b]).mean()
+        k = self.cfg.codes
+        metrics = {f"codebook/perplexity/{m}": float(perplexity(i, k)) for m, i in ids.items()}
+        metrics.update({f"codebook/usage/{m}": usage(i, k) for m, i in ids.items()})
+        for p in pairs:
+            a, b = PAIR_MODALITIES[p]
+            metrics[f"codebook/agreement/{p}"] = agreement(ids[a], ids[b])
+        if len(ids) == 3:
+            same = (ids["image"] == ids["text"]) & (ids["text"] == ids["action"])
+            metrics["codebook/agreement/all"] = float(same.float().mean())
+        self.last_metrics = metrics
+        return out
+
+
+@OBJECTIVES.register("codebook")
+def _codebook(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
+    return Codebook(cfg, model) if cfg.codebook.weight > 0 else None
+
+
 class AuxiliaryLosses(nn.Module):
     """The enabled objectives of a run, in registry order."""
 
@@ -370,4 +433,6 @@ class AuxiliaryLosses(nn.Module):
                 out.update({f"modality/kl/{m}": v for m, v in o.last_kl.items()})
             if isinstance(o, Spectral):
                 out["health/coherence/image_action"] = o.last_coherence
+            if isinstance(o, Codebook):
+                out.update(o.last_metrics)
         return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..balancing.config import BalancerConfig
+from ..codebook import CodebookConfig
 from ..errors import ConfigError
 from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Embeddings, Modality, Pair
 from ..physics import PhysicsConfig
@@ -50,6 +51,7 @@ class LossConfig:
     balance_margin: float = 0.5  # nats: removing either modality must move the policy at least this much
     spectral: SpectralConfig = field(default_factory=SpectralConfig)  # γ_VA coherence + chunk reconstruction
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)  # feasibility penalty + reachability distillation
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)  # shared VQ codebook across V/L/A (5.5)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)  # how the terms are combined (5.10)
 
     def __post_init__(self) -> None:
