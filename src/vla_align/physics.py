@@ -157,6 +157,30 @@ def fit_limits(
     return PhysicalLimits(**limits, dt=dt, signal=signal, percentile=percentile)
 
 
+def fit_action_limits(
+    trajectories: Sequence[np.ndarray], dt: float, percentile: float = 99.0, signal: Signal = "velocity"
+) -> PhysicalLimits:
+    """:func:`fit_limits` for evaluation limits on demonstrated actions, with one correction: a dimension
+    whose ``percentile`` is (almost) zero for a derivative, because it changes on fewer than 1 % of the
+    steps (a gripper command held open or closed and switched now and then), gets the largest change the
+    expert ever made instead. Otherwise any change of it, even the expert's own switches, is a violation.
+    """
+    usual = fit_limits(trajectories, dt, percentile, signal)
+    largest = fit_limits(trajectories, dt, 100.0, signal)
+    merged = {
+        name: [hi if lo < 1e-3 * hi else lo for lo, hi in zip(lim, getattr(largest, name), strict=True)]
+        for name, lim in usual.items()
+    }
+    return PhysicalLimits(
+        velocity=merged.get("velocity"),
+        acceleration=merged.get("acceleration"),
+        jerk=merged.get("jerk"),
+        dt=dt,
+        signal=signal,
+        percentile=percentile,
+    )
+
+
 def _ratios(
     x: Tensor, limits: PhysicalLimits, mask: Tensor | None, signal: Signal | None
 ) -> list[tuple[str, Tensor, Tensor]]:

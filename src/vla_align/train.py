@@ -168,13 +168,14 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
         }
     }
     if table.action_spec.kind == "continuous":  # limits on the commanded actions, for the evaluation
-        from .physics import fit_limits
+        from .physics import fit_action_limits
 
         episodes = [
             table.actions[s : s + n] for s, n in zip(table.episode_start, table.episode_length, strict=True) if n >= 4
         ]
         if episodes:
-            extra["dataset"]["physical_limits"] = fit_limits(episodes, 1.0 / table.fps, signal="velocity").to_dict()
+            limits = fit_action_limits(episodes, 1.0 / table.fps, signal="velocity")
+            extra["dataset"]["physical_limits"] = limits.to_dict()
     config_lib.save(cfg, run_dir / "config.json", **extra)
     metrics_path = run_dir / "metrics.jsonl"
 

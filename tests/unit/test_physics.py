@@ -205,3 +205,18 @@ def test_physics_config_validation() -> None:
     ]:
         with pytest.raises(ConfigError, match=rf"loss\.physics\.{field}\b"):
             PhysicsConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_action_limits_use_the_largest_change_for_a_mostly_held_dimension() -> None:
+    from vla_align.physics import fit_action_limits, fit_limits
+
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(rng.normal(0, 0.01, size=(400, 1)), axis=0)  # changes every step
+    grip = -np.ones((400, 1))
+    grip[200:] = 1.0  # one switch: its 99th-percentile change is 0
+    traj = [np.concatenate([smooth, grip], axis=1)]
+    usual = fit_limits(traj, 0.1, 99.0, signal="velocity")
+    fixed = fit_action_limits(traj, 0.1, 99.0, signal="velocity")
+    assert fixed.acceleration is not None and usual.acceleration is not None
+    assert fixed.acceleration[0] == usual.acceleration[0]  # an ordinary dimension keeps its percentile
+    assert usual.acceleration[1] <= 1e-6 and fixed.acceleration[1] == pytest.approx(2.0 / 0.1)  # the switch
