@@ -56,3 +56,15 @@ def test_train_eval_and_checkpoint_only_closed_loop(tmp_path: Path) -> None:
     assert "traj/ade" not in second
     sim_keys = [k for k in first if k.startswith("sim/")]
     assert {k: second[k] for k in sim_keys} == {k: first[k] for k in sim_keys}
+
+    from vla_align.runs import load_model
+    from vla_align.sim.evaluate import SimConfig
+    from vla_align.sim.metaworld_eval import evaluate_metaworld
+
+    model, _ = load_model(run)
+    info = config["dataset"]["info"]
+    one = evaluate_metaworld(model, info, 48, SimConfig(episodes=1, max_steps=20, ablations=False), None, False)
+    two = evaluate_metaworld(
+        model, info, 48, SimConfig(episodes=1, max_steps=20, ablations=False, workers=2), None, False
+    )
+    assert one == two  # tasks spread over spawned workers give the single-process results

@@ -29,6 +29,20 @@ def split_seed(seed: int, split: str, i: int) -> int:
     return seed * SEED_STRIDE + SPLIT_OFFSETS[split] + i
 
 
+def split_layout(seed: int, counts: dict[str, int]) -> tuple[dict[str, tuple[int, int]], dict[str, list[int]], int]:
+    """Episode ranges per split (train, then val, then test), the first / last env seed of each
+    non-empty split, and the total number of episodes."""
+    splits: dict[str, tuple[int, int]] = {}
+    split_seeds: dict[str, list[int]] = {}
+    start = 0
+    for s in SPLITS:
+        splits[s] = (start, start + counts[s])
+        start += counts[s]
+        if counts[s]:
+            split_seeds[s] = [split_seed(seed, s, 0), split_seed(seed, s, counts[s] - 1)]
+    return splits, split_seeds, start
+
+
 def generate_babyai(
     out: str | Path,
     levels: list[str],
@@ -62,14 +76,7 @@ def generate_babyai(
             for i in range(counts[s]):
                 yield bot_episode(envs[ids[i % len(ids)]], split_seed(seed, s, i), image_size)
 
-    splits: dict[str, tuple[int, int]] = {}
-    split_seeds: dict[str, list[int]] = {}
-    start = 0
-    for s in SPLITS:
-        splits[s] = (start, start + counts[s])
-        start += counts[s]
-        if counts[s]:
-            split_seeds[s] = [split_seed(seed, s, 0), split_seed(seed, s, counts[s] - 1)]
+    splits, split_seeds, start = split_layout(seed, counts)
     extra: dict[str, Any] = {
         "source": "babyai",
         "levels": ids,

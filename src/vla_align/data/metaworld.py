@@ -18,7 +18,7 @@ from ..sim.metaworld import (
     make_env,
     resolve_tasks,
 )
-from .babyai import SPLITS, split_seed
+from .babyai import SPLITS, split_layout, split_seed
 from .episode import Episode
 from .lerobot import write_dataset
 from .metaworld_instructions import instructions_for
@@ -73,14 +73,7 @@ def generate_metaworld(
                 finally:
                     env.close()
 
-    splits: dict[str, tuple[int, int]] = {}
-    split_seeds: dict[str, list[int]] = {}
-    start = 0
-    for s in SPLITS:
-        splits[s] = (start, start + counts[s])
-        start += counts[s]
-        if counts[s]:
-            split_seeds[s] = [split_seed(seed, s, 0), split_seed(seed, s, counts[s] - 1)]
+    splits, split_seeds, start = split_layout(seed, counts)
     extra: dict[str, Any] = {
         "source": "metaworld",
         "tasks": names,

@@ -279,17 +279,34 @@ class _Job:
     state_dim: int = 0
 
 
-def _run_job(job: _Job) -> list[EpisodeResult]:
+def model_parts(model: TriModalModel) -> dict[str, Any]:
+    """What a spawned worker needs to rebuild ``model``: config, action spec, state size, CPU weights."""
+    from .. import config as config_lib
+
+    return {
+        "model_config": config_lib.to_dict(model.cfg),
+        "action_spec": model.action_spec.to_dict(),
+        "state_dim": model.state_dim,
+        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def rebuild_model(
+    model_config: dict[str, Any], action_spec: dict[str, Any], state_dim: int, weights: dict[str, torch.Tensor]
+) -> TriModalModel:
+    """The inverse of :func:`model_parts`, in a worker process: one torch thread, eval mode."""
     from .. import config as config_lib
     from ..data.episode import ActionSpec
     from ..model import ModelConfig
 
     torch.set_num_threads(1)
-    model = config_lib.from_dict(ModelConfig, job.model_config).build(
-        ActionSpec.from_dict(job.action_spec), job.state_dim
-    )
-    model.load_state_dict(job.weights)
-    model.eval()
+    model = config_lib.from_dict(ModelConfig, model_config).build(ActionSpec.from_dict(action_spec), state_dim)
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def _run_job(job: _Job) -> list[EpisodeResult]:
+    model = rebuild_model(job.model_config, job.action_spec, job.state_dim, job.weights)
     policy_cfg = model.cfg.policy
     history = policy_cfg.history if policy_cfg.prev_action else 1
     with torch.no_grad():
@@ -337,10 +354,8 @@ def parallel_rollout(
     """
     import multiprocessing
 
-    from .. import config as config_lib
-
     workers = min(cfg.workers, len(specs))
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    parts = model_parts(model)
     jobs = []
     for w in range(workers):
         part = specs[w::workers]
@@ -348,17 +363,7 @@ def parallel_rollout(
         if ablation == "shuffle_image":  # ship only the frames this worker can show
             part, frames = _with_own_frames(part, table)
         jobs.append(
-            _Job(
-                model_config=config_lib.to_dict(model.cfg),
-                action_spec=model.action_spec.to_dict(),
-                weights=weights,
-                specs=part,
-                image_size=table.image_shape[0],
-                cfg=cfg,
-                frames=frames,
-                ablation=ablation,
-                state_dim=model.state_dim,
-            )
+            _Job(**parts, specs=part, image_size=table.image_shape[0], cfg=cfg, frames=frames, ablation=ablation)
         )
     results: list[EpisodeResult | None] = [None] * len(specs)
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock

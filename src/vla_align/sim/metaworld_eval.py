@@ -27,7 +27,7 @@ import torch
 from ..errors import UserError
 from ..physics import PhysicalLimits, rms_jerk, violation_rate
 from ..progress import progress_bar
-from .evaluate import EpisodeResult, SimConfig
+from .evaluate import EpisodeResult, SimConfig, model_parts, rebuild_model
 
 if TYPE_CHECKING:
     from ..model import TriModalModel
@@ -141,16 +141,7 @@ class _TaskJob:
 
 
 def _run_task_job(job: _TaskJob) -> list[EpisodeResult]:
-    from .. import config as config_lib
-    from ..data.episode import ActionSpec
-    from ..model import ModelConfig
-
-    torch.set_num_threads(1)
-    model = config_lib.from_dict(ModelConfig, job.model_config).build(
-        ActionSpec.from_dict(job.action_spec), job.state_dim
-    )
-    model.load_state_dict(job.weights)
-    model.eval()
+    model = rebuild_model(job.model_config, job.action_spec, job.state_dim, job.weights)
     return run_task(model, job.specs, job.image_size, job.max_steps)
 
 
@@ -166,21 +157,8 @@ def play(
     if cfg.workers > 1 and len(groups) > 1:
         import multiprocessing
 
-        from .. import config as config_lib
-
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        jobs = [
-            _TaskJob(
-                model_config=config_lib.to_dict(model.cfg),
-                action_spec=model.action_spec.to_dict(),
-                state_dim=model.state_dim,
-                weights=weights,
-                specs=g,
-                image_size=image_size,
-                max_steps=cfg.max_steps,
-            )
-            for g in groups
-        ]
+        parts = model_parts(model)
+        jobs = [_TaskJob(**parts, specs=g, image_size=image_size, max_steps=cfg.max_steps) for g in groups]
         ctx = multiprocessing.get_context("spawn")
         with (
             progress_bar(label or "", len(jobs), silent=label is None) as bar,
