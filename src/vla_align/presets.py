@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .balancing.config import BalancerConfig
 from .data.source import DataConfig
@@ -86,7 +86,11 @@ def babyai_quick() -> RunConfig:
     """The `make demo` job: GoToLocal, 10k demos, alignment + FiLM policy, ~12 min on 2 CPU cores."""
     # 10k rather than 5k demos: with 5k the image->text validation R@10 peaks at 0.73 after 500 steps
     # and then overfits (0.63 on test at the selected step); with 10k it stays near 0.8.
-    return _babyai("babyai-quick", steps=2000, warmup=150, select_episodes=100)
+    cfg = _babyai("babyai-quick", steps=2000, warmup=150, select_episodes=100)
+    # Hide the action history from 70 % of the training samples so that it cannot stand in for the
+    # instruction: success 0.972 -> 0.984, success with a shuffled instruction 0.544 -> 0.392.
+    cfg.model.policy = replace(cfg.model.policy, history_dropout=0.7)
+    return cfg
 
 
 @PRESETS.register("babyai")
