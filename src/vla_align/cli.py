@@ -39,7 +39,17 @@ def _run_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
+SOURCE_FLAGS = {
+    "babyai": ("level", "episodes", "val_episodes", "test_episodes"),
+    "metaworld": ("tasks", "episodes_per_task", "val_episodes_per_task", "test_episodes_per_task", "max_steps"),
+}
+
+
 def cmd_data(args: argparse.Namespace) -> None:
+    for source, flags in SOURCE_FLAGS.items():  # a flag of the other simulator would be silently ignored
+        given = [f"--{f.replace('_', '-')}" for f in flags if source != args.source and getattr(args, f) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} belongs to `vla-align data {source}`, not `{args.source}`")
     if args.source == "metaworld":
         cmd_data_metaworld(args)
         return
@@ -47,7 +57,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
     if not args.level:
         args.level = ["GoToLocal"]
-    n = args.episodes
+    n = args.episodes if args.episodes is not None else 1000
     episodes = {
         "train": n,
         "val": args.val_episodes if args.val_episodes is not None else max(1, n // 10),
@@ -281,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="generate demonstrations in LeRobot v3.0 format (babyai | metaworld)")
     p.add_argument("source", choices=["babyai", "metaworld"])
     p.add_argument("--level", action="append", default=None, help="BabyAI level (repeat or comma-separate to mix)")
-    p.add_argument("--episodes", type=int, default=1000, help="BabyAI: training episodes")
+    p.add_argument("--episodes", type=int, default=None, help="BabyAI: training episodes (1000)")
     p.add_argument("--val-episodes", type=int, default=None, help="BabyAI; default: 10%% of --episodes")
     p.add_argument("--test-episodes", type=int, default=None, help="BabyAI; default: 20%% of --episodes")
     p.add_argument("--tasks", action="append", default=None, help="Meta-World: mt10, mt50 or task names (comma list)")

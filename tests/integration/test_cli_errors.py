@@ -110,3 +110,13 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, dataset: Path) -> None:
 def test_resume_of_a_non_run(tmp_path: Path) -> None:
     assert_clean_failure(run_cli("train", "--resume", str(tmp_path)), "config.json")
     assert_clean_failure(run_cli("eval", "--run", str(tmp_path / "none")), "config.json")
+
+
+def test_a_flag_of_the_other_simulator_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vla_align.cli import main
+
+    assert main(["data", "metaworld", "--level", "GoToLocal", "--out", str(tmp_path / "d")]) == 2
+    assert "--level belongs to `vla-align data babyai`" in capsys.readouterr().err
+    assert main(["data", "babyai", "--episodes-per-task", "3", "--out", str(tmp_path / "d")]) == 2
+    assert "--episodes-per-task belongs to `vla-align data metaworld`" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

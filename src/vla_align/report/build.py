@@ -80,47 +80,46 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> Re
         inputs.notes.append("no checkpoint/model.safetensors: model-based diagnostics skipped")
         return inputs
     dataset = data or Path(config.get("dataset", {}).get("path", ""))
-    if not (dataset / "meta" / "info.json").is_file():
-        if episodes and config.get("dataset", {}).get("info", {}).get("source") == "metaworld":
-            # the simulator replays the failures from the checkpoint and config.json alone
-            from ..runs import load_model
-            from .failures_metaworld import metaworld_run_three_views
-
-            inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA skipped")
-            inputs.failures = metaworld_run_three_views(load_model(run_dir)[0], config, episodes, None, max_failures)
-            return inputs
+    have_data = (dataset / "meta" / "info.json").is_file()
+    metaworld = config.get("dataset", {}).get("info", {}).get("source") == "metaworld"
+    if not have_data and not (episodes and metaworld):
         inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
         return inputs
 
     from ..data.lerobot import read_dataset
     from ..runs import load_model
-    from .health import compute_health
 
     model, cfg = load_model(run_dir)
-    split = cfg.eval.split
-    t0 = time.perf_counter()
-    table = read_dataset(dataset, split=split, max_episodes=cfg.eval.max_episodes or None)
-    inputs.health = compute_health(model, table, split, cfg.eval.seed)
-    console.print(
-        f"report: health indicators on {table.num_episodes} {split} episodes in {time.perf_counter() - t0:.1f} s"
-    )
-    if episodes and table.action_spec.kind == "discrete" and all(t.startswith("BabyAI") for t in table.env_tasks):
-        from .failures import babyai_three_views
+    table = None
+    if have_data:
+        from .health import compute_health
 
-        sim_table = table if cfg.eval.sim.split == split else read_dataset(dataset, split=cfg.eval.sim.split)
         t0 = time.perf_counter()
-        inputs.failures = babyai_three_views(model, sim_table, episodes, inputs.health, max_failures)
-        console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
-    elif (
-        episodes
-        and table.action_spec.kind == "continuous"
-        and config.get("dataset", {}).get("info", {}).get("source") == "metaworld"
-    ):
+        table = read_dataset(dataset, split=cfg.eval.split, max_episodes=cfg.eval.max_episodes or None)
+        inputs.health = compute_health(model, table, cfg.eval.split, cfg.eval.seed)
+        console.print(
+            f"report: health indicators on {table.num_episodes} {cfg.eval.split} episodes "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+    else:  # Meta-World replays its failures in the simulator from the checkpoint and config.json alone
+        inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA skipped")
+    if not episodes:
+        return inputs
+    t0 = time.perf_counter()
+    if metaworld:
         from .failures_metaworld import metaworld_run_three_views
 
-        t0 = time.perf_counter()
         inputs.failures = metaworld_run_three_views(model, config, episodes, inputs.health, max_failures)
-        console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
+    elif (
+        table is not None
+        and table.action_spec.kind == "discrete"
+        and all(t.startswith("BabyAI") for t in table.env_tasks)
+    ):
+        from .failures import babyai_three_views
+
+        sim_table = table if cfg.eval.sim.split == cfg.eval.split else read_dataset(dataset, split=cfg.eval.sim.split)
+        inputs.failures = babyai_three_views(model, sim_table, episodes, inputs.health, max_failures)
+    console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
     return inputs
 
 
@@ -160,9 +159,9 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
     losses = _series(hist, "loss/")
     if losses:
         curve_figs.append(figures.line_chart(losses, "training losses", "loss"))
-    extra = {k: v for k, v in _series(hist, "").items() if k in ("policy/accuracy", "lr")}
-    if "policy/accuracy" in extra:
-        curve_figs.append(figures.line_chart({"policy/accuracy": extra["policy/accuracy"]}, "policy accuracy (train)"))
+    accuracy = _series(hist, "policy/")
+    if "accuracy" in accuracy:
+        curve_figs.append(figures.line_chart({"policy/accuracy": accuracy["accuracy"]}, "policy accuracy (train)"))
     val = _series(hist, "val/")
     chosen = {k: v for k, v in val.items() if k in ("score", "sim/success_rate", "retrieval/image_to_text/R@10")}
     if chosen:

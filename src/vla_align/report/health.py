@@ -120,10 +120,10 @@ def compute_health(model: TriModalModel, table: FrameTable, split: str, seed: in
     for i, t in enumerate(batch.text):
         first.setdefault(t, i)
     text_rows = np.array(list(first.values()))
+    classes = sorted(set(labels), key=lambda c: (c == OTHER, c))
     for q, g in AMAT_DIRECTIONS:
         gz = z[g][text_rows] if g == "text" else z[g]
         gl = [labels[i] for i in text_rows] if g == "text" else labels
-        classes = sorted(set(labels), key=lambda c: (c == OTHER, c))
         matrix, names = alignment_confusion(z[q], gz, labels, gl, k=1, classes=classes)
         h.amat[f"{q}->{g}"] = (matrix.numpy(), [str(n) for n in names])
         hits, names = per_class_hit_rate(z[q], gz, labels, gl, k=10, classes=classes)
@@ -215,10 +215,6 @@ def health_metrics(h: Health) -> dict[str, Any]:
         out["health/offset_p50_ms"] = h.offset_p50_ms
     for k, v in h.similarity.items():
         out[f"health/{k}"] = v
-    for direction, hits in h.hit_rate.items():
-        vals = [v for v in hits.values() if np.isfinite(v)]
-        if vals:
-            out[f"health/amat/{direction.replace('->', '_to_')}/diag_mean"] = float(
-                np.nanmean(np.diag(h.amat[direction][0]))
-            )
+    for direction, (matrix, _) in h.amat.items():  # mean top-1 share of the own class (NaN rows skipped)
+        out[f"health/amat/{direction.replace('->', '_to_')}/diag_mean"] = float(np.nanmean(np.diag(matrix)))
     return out

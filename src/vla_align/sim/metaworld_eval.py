@@ -18,7 +18,7 @@ stored with the run. ``shuffle_text`` gives every episode the instruction of an 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -231,7 +231,7 @@ def evaluate_metaworld(
     for ablation in ablations:
         specs = metaworld_specs(info, cfg.episodes, split, ablation, cfg.seed)
         label = f"metaworld {ablation}" if progress else None
-        results = play(model, specs, image_size, replace(cfg), label)
+        results = play(model, specs, image_size, cfg, label)
         if ablation == "none" and episodes_out is not None:
             episodes_out.extend(results)
         prefix = "sim" if ablation == "none" else f"ablation/{ablation}/sim"
