@@ -93,3 +93,26 @@ def test_image_size_agnostic_and_random_shift() -> None:
         shifted = random_shift(img, 4, torch.Generator().manual_seed(1))
         assert shifted.shape == img.shape and shifted.dtype == torch.uint8
     assert torch.equal(random_shift(img, 0), img)
+
+
+def test_scratch_text_runs_each_distinct_instruction_alone() -> None:
+    """The scratch encoder deduplicates and trims a batch; each row must equal that text run alone,
+    padded to max_words, and the gradient must reach the word embeddings of every distinct text."""
+    from vla_align.encoders.text import ScratchText, TextEncoderConfig, hash_words
+
+    torch.manual_seed(0)
+    cfg = TextEncoderConfig(backbone="scratch", feature_dim=16, word_dim=8, vocab_buckets=64, max_words=12)
+    enc = ScratchText(cfg)
+    texts = ["go to the red ball", "put the blue key next to the grey box", "go to the red ball", "open a door"]
+    out = enc(texts)
+    tokens, mask = enc.tokens(texts)
+    assert tokens.shape == (4, 9, 16) and mask.sum(1).tolist() == [5, 9, 5, 3]
+    for i, text in enumerate(texts):
+        ids, lengths = hash_words([text], cfg.vocab_buckets, cfg.max_words)
+        alone, _ = enc.gru(enc.words(ids))  # (1, 12, F)
+        torch.testing.assert_close(out[i], alone[0, lengths[0] - 1])
+        torch.testing.assert_close(tokens[i][mask[i]], alone[0, : lengths[0]])
+    out.sum().backward()
+    used = set(hash_words(texts, cfg.vocab_buckets, cfg.max_words)[0].flatten().tolist()) - {0}
+    assert enc.words.weight.grad is not None
+    assert set(enc.words.weight.grad.abs().sum(1).nonzero().flatten().tolist()) == used

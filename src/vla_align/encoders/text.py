@@ -174,21 +174,31 @@ class ScratchText(nn.Module):
         self.out_dim = cfg.feature_dim
         self.token_dim = cfg.feature_dim
 
-    def _run(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        ids, lengths = hash_words(texts, self.cfg.vocab_buckets, self.cfg.max_words)  # (B, L), (B,)
+    def _run(self, texts: list[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """GRU states of the distinct texts: ((U, L, F) states, (U,) lengths, (B,) row of each text).
+
+        A batch repeats a few instructions hundreds of times, and the GRU is the slowest part of a CPU
+        step: each distinct string runs once, padded only to the longest of them (the GRU is causal,
+        so padding after a text does not change its states), and the rows are gathered back.
+        """
+        index: dict[str, int] = {}
+        rows = torch.tensor([index.setdefault(t, len(index)) for t in texts], dtype=torch.long)
+        ids, lengths = hash_words(list(index), self.cfg.vocab_buckets, self.cfg.max_words)  # (U, L), (U,)
+        ids = ids[:, : int(lengths.max())]
         device = self.words.weight.device
-        hidden, _ = self.gru(self.words(ids.to(device)))  # (B, L, F)
-        return hidden, lengths.to(device)
+        hidden, _ = self.gru(self.words(ids.to(device)))  # (U, L, F)
+        return hidden, lengths.to(device), rows.to(device)
 
     def tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        """GRU states per word: ((B, L, F), (B, L) bool mask)."""
-        hidden, lengths = self._run(texts)
+        """GRU states per word: ((B, L, F), (B, L) bool mask), L the longest text of the batch."""
+        hidden, lengths, rows = self._run(texts)
         mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
-        return hidden, mask
+        return hidden[rows], mask[rows]
 
     def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
-        hidden, lengths = self._run(texts)
-        return hidden[torch.arange(len(texts), device=hidden.device), lengths - 1]  # (B, F)
+        hidden, lengths, rows = self._run(texts)
+        last = hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]  # (U, F)
+        return last[rows]
 
 
 class TextEncoder(nn.Module):
