@@ -99,6 +99,18 @@ def babyai() -> RunConfig:
     return _babyai("babyai", steps=4000, warmup=300, select_episodes=200)
 
 
+@PRESETS.register("babyai-lowdata")
+def babyai_lowdata() -> RunConfig:
+    """GoToLocal from 1k demos (~15 min of 2-core CPU training): cross-attention fusion, left-right mirror
+    augmentation and history dropout 0.7, 2,500 steps. On 500 test seeds, success 0.86; the same data with
+    the `babyai` preset plus mirror and history dropout (FiLM, 4,000 steps) gets 0.828."""
+    cfg = _babyai("babyai-lowdata", steps=2500, warmup=300, select_episodes=200)
+    cfg.data = replace(cfg.data, train_episodes=1000)
+    cfg.model.policy = replace(cfg.model.policy, fusion="xattn", history_dropout=0.7)
+    cfg.train.augment_mirror = 0.5
+    return cfg
+
+
 @PRESETS.register("babyai-chapter")
 def babyai_chapter() -> RunConfig:
     """babyai-quick with the chapter's whole discrete-action recipe: λ_cyc = 0.2, tri-modal consistency,
