@@ -32,11 +32,10 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 
-from common import cpu_name, run_timed, write_table
+from common import cpu_name, run_timed, train_and_eval, write_table
 
 VARIANTS: dict[str, list[str]] = {
     "bc": ["--loss.weights.image-text", "0", "--loss.weights.text-action", "0", "--loss.weights.image-action", "0"],
@@ -178,27 +177,9 @@ def main() -> None:
                 cell = args.out / f"{args.level}-{size}-{fusion}-{variant}"
                 if cell_row(cell) is not None:
                     continue
-                shutil.rmtree(cell, ignore_errors=True)
-                train_s = run(
-                    [
-                        *exe,
-                        "train",
-                        "--preset",
-                        args.preset,
-                        "--data",
-                        str(data),
-                        "--out",
-                        str(cell),
-                        "--train.steps",
-                        str(args.steps),
-                        "--model.policy.enabled",
-                        "true",
-                        "--model.policy.fusion",
-                        fusion,
-                        *VARIANTS[variant],
-                    ]
-                )
-                run([*exe, "eval", "--run", str(cell), "--episodes", str(args.episodes)])
+                flags = ["--model.policy.enabled", "true", "--model.policy.fusion", fusion, *VARIANTS[variant]]
+                env = {**os.environ, "VLA_ALIGN_QUIET": "1"}
+                train_s = train_and_eval(args.preset, data, cell, args.steps, flags, args.episodes, env)
                 spec = {"size": size, "fusion": fusion, "variant": variant, "train_s": train_s, "data": str(data)}
                 (cell / "cell.json").write_text(json.dumps(spec, indent=1) + "\n")
     write_table(table(args), args.out)

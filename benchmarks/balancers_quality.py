@@ -17,11 +17,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import sys
 from pathlib import Path
 
-from common import run_timed, write_table
+from common import train_and_eval, write_table
 
 BALANCERS = ["fixed", "pcgrad", "gradnorm", "uncertainty", "pcgrad_gradnorm"]
 
@@ -36,33 +34,12 @@ def main() -> None:
     parser.add_argument("--cycle", type=float, default=0.2, help="λ_cyc (0 = four objectives)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-balancers"))
     args = parser.parse_args()
-    exe = [sys.executable, "-m", "vla_align"]
     rows = []
     for name in args.balancers:
         out = args.out / name
         if not (out / "metrics.json").is_file():
-            shutil.rmtree(out, ignore_errors=True)
-            train_s = run_timed(
-                [
-                    *exe,
-                    "train",
-                    "--preset",
-                    args.preset,
-                    "--data",
-                    str(args.data),
-                    "--out",
-                    str(out),
-                    "--train.steps",
-                    str(args.steps),
-                    "--train.select.every",
-                    "0",
-                    "--loss.cycle.weight",
-                    str(args.cycle),
-                    "--loss.balancer.name",
-                    name,
-                ]
-            )
-            run_timed([*exe, "eval", "--run", str(out), "--episodes", str(args.episodes)])
+            flags = ["--train.select.every", "0", "--loss.cycle.weight", str(args.cycle), "--loss.balancer.name", name]
+            train_s = train_and_eval(args.preset, args.data, out, args.steps, flags, args.episodes)
             (out / "wall.json").write_text(json.dumps({"train_s": train_s}))
         m = json.loads((out / "metrics.json").read_text())
         train_s = (

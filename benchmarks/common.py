@@ -33,3 +33,19 @@ def write_table(lines: list[str], out: Path) -> None:
     print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
+
+
+def train_and_eval(
+    preset: str, data: Path, out: Path, steps: int, flags: list[str], episodes: int, env: dict[str, str] | None = None
+) -> float:
+    """Train ``out`` from scratch (``vla-align train --preset P --data D --train.steps N *flags``), evaluate
+    it with ``--episodes`` closed-loop episodes, and return the training wall time in seconds."""
+    import shutil
+    import sys
+
+    exe = [sys.executable, "-m", "vla_align"]
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [*exe, "train", "--preset", preset, "--data", str(data), "--out", str(out), "--train.steps", str(steps)]
+    train_s = run_timed([*cmd, *flags], env=env)
+    run_timed([*exe, "eval", "--run", str(out), "--episodes", str(episodes)], env=env)
+    return train_s
