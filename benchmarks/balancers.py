@@ -4,8 +4,9 @@
         [--threads 2] [--text auto|scratch] [--contiguous-images]
 
 Builds the preset's model as training does (``cfg.model.build`` with a 7-action discrete spec;
-the text backbone falls back to ``scratch`` when MiniLM cannot be loaded), a synthetic batch, and
-the loss dict of ``train.py`` (the three InfoNCE pairs + the policy's behaviour-cloning loss, each
+the text backbone falls back to ``scratch`` when MiniLM cannot be loaded), one batch of an in-memory
+table of random frames, and the weighted loss dict of the training step (``TrainingStep``: the
+preset's InfoNCE pairs, the policy's behaviour-cloning loss and its auxiliary objectives, each
 multiplied by its config prior). Then, for every method, forward + loss + gradient computation
 (no optimizer step, so every round does the same work), rounds interleaved across methods so a
 background load hits them alike, median over ``--steps`` rounds after ``--warmup``:
@@ -33,59 +34,39 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from common import cpu_name
+from common import cpu_name, synthetic_table, training_step
 from torch import Tensor, nn
 
 from vla_align.balancing import (
     BALANCERS,
     VJP_STATUS,
     Balancer,
-    BalancerConfig,
     PerObjectiveBalancer,
     per_objective_grads,
 )
 from vla_align.balancing.base import accumulate
-from vla_align.balancing.config import BalancerName
 from vla_align.data.episode import ActionSpec
 from vla_align.encoders.image import ImageEncoder
-from vla_align.losses import AlignmentLoss
-from vla_align.modalities import PAIRS, Batch
-from vla_align.model import TriModalModel
 from vla_align.presets import RunConfig, get_preset
+from vla_align.step import StepBatch, TrainingStep
+
+STEP = 10**9  # past every curriculum: all pairs and the policy are on
 
 
-def make_batch(cfg: RunConfig, b: int) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    s, t = cfg.data.image_size, cfg.model.action.chunk_len
-    texts = [
-        f"go to the {c} {o}"
-        for c in ("red", "green", "blue", "grey", "purple", "yellow")
-        for o in ("ball", "box", "key")
-    ]
-    return Batch(
-        image=torch.randint(0, 256, (b, s, s, 3), dtype=torch.uint8, generator=g),
-        text=[texts[i % len(texts)] for i in range(b)],
-        action=torch.randint(0, 7, (b, t), generator=g),
-        action_mask=torch.ones(b, t, dtype=torch.bool),
-        text_group=torch.arange(b) % len(texts),
-        episode=torch.arange(b) // 8,
-        frame=torch.arange(b) % 8,
-        prev_action=torch.randint(-1, 7, (b,), generator=g),
-    )
-
-
-def build(cfg: RunConfig, batch: Batch, text: str) -> tuple[TriModalModel, str]:
+def build(cfg: RunConfig, text: str) -> tuple[TrainingStep, StepBatch, str]:
+    """The preset's training step and one batch, with the text backbone ``text`` or else ``scratch``."""
     spec = ActionSpec(kind="discrete", num_actions=7)
+    table = synthetic_table(spec, cfg.data.image_size)
     for backbone in dict.fromkeys([text, "scratch"]):
         cfg.model.text.backbone = backbone  # type: ignore[assignment]
         try:
             model = cfg.model.build(spec)
-            model.text_encoder.fit(batch.text)
-            model.run(batch, ("image", "text", "action"), policy=model.policy is not None)
+            unit, inp = training_step(cfg, model, table, STEP)
+            unit.compute_losses(inp, STEP)
         except Exception as exc:  # MiniLM missing or not loadable: fall back to the scratch encoder
             print(f"text backbone {backbone!r} failed ({type(exc).__name__}: {exc}); trying 'scratch'")
             continue
-        return model, model.text_backbone
+        return unit, inp, model.text_backbone
     raise RuntimeError("could not build the model")
 
 
@@ -107,20 +88,14 @@ def main() -> None:
         ImageEncoder.preprocess = staticmethod(lambda image: original(image).contiguous())  # type: ignore[method-assign]
 
     cfg = get_preset(args.preset)
-    batch = make_batch(cfg, args.batch)
-    model, backbone = build(cfg, batch, args.text)
+    cfg.train.batch_size = args.batch
+    unit, inp, backbone = build(cfg, args.text)
+    model = unit.model
     model.train()
-    objective = AlignmentLoss(cfg.loss)
-    step_id = 10**9  # past every curriculum: all pairs and the policy are on
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = unit.parameters()
 
-    def losses() -> dict[str, Tensor]:  # train.py's terms, each times its prior λ
-        emb, logits = model.run(batch, objective.modalities(step_id), policy=model.policy is not None)
-        terms = objective(emb, batch, {p: model.logit_scale(p) for p in PAIRS}, step_id)
-        if logits is not None and model.policy is not None:
-            terms["policy"] = model.policy.loss(logits.float(), batch.action, batch.action_mask)
-        weights = objective.weights(terms, {"policy": cfg.model.policy.weight})
-        return {n: weights[n] * v for n, v in terms.items()}
+    def losses() -> dict[str, Tensor]:  # the training step's terms, each times its prior λ
+        return unit.compute_losses(inp, STEP).weighted
 
     names = list(losses())
 
@@ -153,7 +128,7 @@ def main() -> None:
         batched_error = str(exc).strip().splitlines()[0][:160]
     model.zero_grad(set_to_none=True)
     for name in BALANCERS.names():
-        balancer = BalancerConfig(name=name_literal(name)).build(names)
+        balancer = BALANCERS.get(name)().build(names)
         if isinstance(balancer, PerObjectiveBalancer):
             balancer.vjp = args.vjp
         methods[f"balancer {name}"] = bind(balancer, params)
@@ -205,10 +180,6 @@ def bind(balancer: Balancer, params: list[nn.Parameter]) -> Callable[[dict[str, 
         return balancer.backward(values, params, step)
 
     return run
-
-
-def name_literal(name: str) -> BalancerName:
-    return name  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

@@ -107,8 +107,8 @@ def chunk_latency(run_dir: Path, batches: tuple[int, ...], calls: int) -> dict[i
     """Median ms of one ``act_chunk`` call per batch size, on the current (single) torch thread."""
     import torch
 
-    from vla_align.data.metaworld_instructions import instruction_for
     from vla_align.runs import load_model, load_run_config
+    from vla_align.sim.metaworld.instructions import instruction_for
 
     model, _ = load_model(run_dir)
     _, extra = load_run_config(run_dir)

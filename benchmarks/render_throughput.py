@@ -28,10 +28,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from common import cpu_name, write_table
 
-from vla_align.data.babyai import split_seed
 from vla_align.data.lerobot import read_info
-from vla_align.data.metaworld import generate_metaworld
-from vla_align.sim.metaworld import make_env, resolve_tasks
+from vla_align.data.splits import split_seed
+from vla_align.sim.metaworld.env import make_env, resolve_tasks
+from vla_align.sim.metaworld.generate import generate_metaworld
 
 
 def sim_rate(task: str, seeds: list[int], lengths: list[int]) -> tuple[int, float]:

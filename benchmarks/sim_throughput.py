@@ -25,7 +25,8 @@ from common import cpu_name
 
 from vla_align.data.lerobot import read_dataset
 from vla_align.runs import load_model
-from vla_align.sim.evaluate import SimConfig, evaluate_policy
+from vla_align.sim import EvalContext, evaluate_closed_loop, get_simulator
+from vla_align.sim.base import SimConfig
 
 
 def main() -> None:
@@ -60,7 +61,9 @@ def main() -> None:
     success = None
     for name, sim in ways:
         t0 = time.perf_counter()
-        metrics = evaluate_policy(model, table, sim, progress=False)
+        metrics = evaluate_closed_loop(
+            get_simulator("babyai"), model, EvalContext.from_table(table, "test"), sim, False
+        )
         seconds = time.perf_counter() - t0
         rate = args.episodes / seconds
         base = base or rate

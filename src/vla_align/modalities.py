@@ -74,4 +74,5 @@ class Embeddings:
         value = getattr(self, modality)
         if value is None:
             raise KeyError(f"no {modality} embedding in this batch")
-        return value
+        result: Tensor = value
+        return result

@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import as_variant
 from .data.episode import ActionSpec
 from .data.normalizer import STAT_KEYS, ActionNormalizer
 from .encoders import (
     ActionEncoder,
     ActionEncoderConfig,
+    AutoTextConfig,
     ImageEncoder,
     ImageEncoderConfig,
     TextEncoder,
@@ -36,7 +38,7 @@ from .policy import ContinuousPolicy, Policy, PolicyConfig
 class ModelConfig:
     embed_dim: int = 256  # D: the chapter's rule of thumb is 256-1024
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
-    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=AutoTextConfig)  # a TEXT_BACKBONES variant (or its name)
     action: ActionEncoderConfig = field(default_factory=ActionEncoderConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     init_temperature: float = 0.07
@@ -44,6 +46,7 @@ class ModelConfig:
     learn_temperature: bool = True
 
     def __post_init__(self) -> None:
+        self.text = as_variant(self.text, TextEncoderConfig, "model.text")
         if not 16 <= self.embed_dim <= 2048:
             raise ConfigError(f"model.embed_dim must be in 16..2048 (chapter: 256-1024), got {self.embed_dim}")
         if not 0.0 < self.init_temperature <= 1.0:
@@ -121,7 +124,6 @@ class TriModalModel(nn.Module):
                 text_dim=self.text_encoder.out_dim,
                 token_dim=self.text_encoder.token_dim,
                 hidden=cfg.policy.hidden,
-                film_channels=cfg.policy.film_channels,
             )
             if self.continuous:
                 if cfg.policy.chunk > cfg.action.chunk_len:
@@ -233,7 +235,8 @@ class TriModalModel(nn.Module):
         s = None
         if self.state_norm is not None and state is not None and state.numel():
             s = self.state_norm(state.float())  # (B, S)
-        return self.policy(inputs, s)
+        out: Tensor = self.policy(inputs, s)
+        return out
 
     @torch.no_grad()
     def act_chunk(
@@ -269,7 +272,8 @@ class TriModalModel(nn.Module):
         b = len(inputs.text)
         if len(prev) != b:
             prev = torch.full((b, 1), -1, dtype=torch.long, device=inputs.text.device)
-        return self.policy(inputs, prev)  # (B, k, A)
+        out: Tensor = self.policy(inputs, prev)  # (B, k, A)
+        return out
 
     @torch.no_grad()
     def act_logits(self, image: Tensor, texts: list[str], prev_action: Tensor) -> Tensor:

@@ -24,16 +24,18 @@ matching); it predicts the next ``chunk`` actions in normalised units.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import as_variant
 from .data.episode import ActionSpec
 from .data.normalizer import NormMode
 from .errors import ConfigError
-from .fusion import FUSIONS, FusionDims, FusionInputs, FusionName
-from .heads import ActionHead, HeadConfig
+from .fusion import FiLMFusionConfig, FusionConfig, FusionDims, FusionInputs
+from .heads import ActionHead, HeadConfig, RegressionHeadConfig
 
 STATE_FEATURES = 64  # width of the proprioceptive-state embedding (continuous policies)
 
@@ -41,9 +43,8 @@ STATE_FEATURES = 64  # width of the proprioceptive-state embedding (continuous p
 @dataclass
 class PolicyConfig:
     enabled: bool = False
-    fusion: FusionName = "film"
+    fusion: FusionConfig = field(default_factory=FiLMFusionConfig)  # a FUSIONS variant (or its name)
     hidden: int = 256
-    film_channels: int = 64  # width of the FiLM-conditioned conv blocks (film fusion)
     chunk: int = 1  # k: actions predicted per step
     execute: int = 1  # j: actions played from each chunk before re-planning (1 <= j <= k)
     prev_action: bool = True  # condition on previous actions (a short memory)
@@ -55,17 +56,13 @@ class PolicyConfig:
     label_smoothing: float = 0.0
     # continuous actions only: the chunk head (its chunk_len / action_dim are set from `chunk` and the
     # dataset) and how actions are scaled for it (percentile: the 1st / 99th percentiles map to -1 / +1)
-    head: HeadConfig = field(default_factory=HeadConfig)
+    head: HeadConfig = field(default_factory=RegressionHeadConfig)  # a HEADS variant (or its name)
     normalize: NormMode = "percentile"
     state: bool = True  # continuous: feed the proprioceptive state (observation.state) when the data has it
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ConfigError(
-                f"model.policy.fusion {self.fusion!r} is unknown; use one of {', '.join(FUSIONS.names())}"
-            )
-        if self.film_channels < 8:
-            raise ConfigError(f"model.policy.film_channels must be >= 8, got {self.film_channels}")
+        self.fusion = as_variant(self.fusion, FusionConfig, "model.policy.fusion")
+        self.head = as_variant(self.head, HeadConfig, "model.policy.head")
         if not 0 <= self.history_dropout < 1:
             raise ConfigError(f"model.policy.history_dropout is a probability in [0, 1), got {self.history_dropout}")
         if not 1 <= self.history <= 32:
@@ -83,6 +80,19 @@ class PolicyConfig:
         if self.normalize not in ("mean_std", "min_max", "percentile"):
             raise ConfigError(f"model.policy.normalize must be mean_std, min_max or percentile, got {self.normalize!r}")
 
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """Read config files from before fusions had their own configs: ``film_channels`` is now
+        ``fusion.channels`` (it only ever applied to the film fusion)."""
+        if "film_channels" in data:
+            channels = data.pop("film_channels")
+            fusion = data.get("fusion", "film")
+            fusion = {"name": fusion} if isinstance(fusion, str) else dict(fusion)
+            if fusion.get("name", "film") == "film":
+                fusion.setdefault("channels", channels)
+            data["fusion"] = fusion
+        return data
+
 
 class Policy(nn.Module):
     """Fusion + previous-action embedding + a discrete chunk head."""
@@ -91,13 +101,13 @@ class Policy(nn.Module):
         super().__init__()
         if spec.kind != "discrete":
             raise ConfigError(
-                "model.policy: this policy head predicts discrete actions, the dataset's are continuous; "
-                "continuous heads (regression, binned tokens, flow matching) are not implemented yet"
+                "model.policy: Policy predicts discrete action ids and the dataset's actions are continuous; "
+                "use ContinuousPolicy (TriModalModel picks it for continuous actions: model.policy.head)"
             )
         self.cfg = cfg
         self.num_actions = spec.num_actions
-        self.fusion = FUSIONS.get(cfg.fusion)(dims)
-        self.needs_tokens: bool = bool(getattr(self.fusion, "needs_tokens", False))
+        self.fusion = cfg.fusion.build(dims)
+        self.needs_tokens: bool = self.fusion.needs_tokens
         self.history = cfg.history if cfg.prev_action else 0
         prev_dim = 32 * self.history
         # index num_actions = "no previous action" (before the first step of an episode)
@@ -115,7 +125,8 @@ class Policy(nn.Module):
                 prev = torch.cat([prev, prev.new_full((len(prev), self.history - prev.shape[1]), -1)], dim=1)
             prev = torch.where(prev < 0, self.num_actions, prev)
             state = torch.cat([state, self.prev(prev).flatten(1)], dim=-1)  # (B, H + 32h)
-        return self.head(state).view(len(state), self.cfg.chunk, self.num_actions)  # (B, k, A)
+        out: Tensor = self.head(state).view(len(state), self.cfg.chunk, self.num_actions)  # (B, k, A)
+        return out
 
     def loss(self, logits: Tensor, action: Tensor, mask: Tensor) -> Tensor:
         """Masked cross-entropy of (B, k, A) logits against the (B, T >= k) expert chunk."""
@@ -142,8 +153,8 @@ class ContinuousPolicy(nn.Module):
         if spec.kind != "continuous":
             raise ConfigError("ContinuousPolicy needs continuous actions; discrete datasets use Policy")
         self.cfg = cfg
-        self.fusion = FUSIONS.get(cfg.fusion)(dims)
-        self.needs_tokens: bool = bool(getattr(self.fusion, "needs_tokens", False))
+        self.fusion = cfg.fusion.build(dims)
+        self.needs_tokens: bool = self.fusion.needs_tokens
         self.state_dim = state_dim if cfg.state else 0
         self.state: nn.Module | None = None
         if self.state_dim:
@@ -153,7 +164,7 @@ class ContinuousPolicy(nn.Module):
 
     def forward(self, x: FusionInputs, state: Tensor | None) -> Tensor:
         """(B, C) conditioning vector; ``state`` (B, S) normalised proprioception (None without)."""
-        cond = self.fusion(x)  # (B, H)
+        cond: Tensor = self.fusion(x)  # (B, H)
         if self.state is not None:
             if state is None or state.shape[-1] != self.state_dim:
                 got = None if state is None else tuple(state.shape)

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from .balancing.config import BalancerConfig
-from .data.source import DataConfig
-from .encoders import ActionEncoderConfig, ImageEncoderConfig, TextEncoderConfig
+from .balancing import PCGradGradNormBalancerConfig
+from .encoders import ActionEncoderConfig, ImageEncoderConfig, ScratchTextConfig
 from .evaluate import EvalConfig
-from .heads import HeadConfig
+from .fusion import CrossAttentionFusionConfig, FiLMFusionConfig
+from .heads import RegressionHeadConfig
 from .losses import LossConfig
 from .losses.cycle import CycleConfig
 from .model import ModelConfig
 from .policy import PolicyConfig
 from .registry import Registry
 from .selection import SelectionConfig
-from .sim.evaluate import SimConfig
+from .sim.base import DataConfig, SimConfig
 from .train import TrainConfig
 
 
@@ -38,7 +38,7 @@ BABYAI_IMAGE = ImageEncoderConfig(channels=(64, 128, 128), strides=(8, 1, 1), po
 # and a whole-tile shift would move the agent, which BabyAI always draws at the same place.
 # The last 4 actions are the policy's memory: on GoToLocal 10k (4,000 steps, 500 test seeds) success
 # is 0.968 with the previous action alone and 0.988 with four (turn-left/turn-right loops vanish).
-BABYAI_POLICY = PolicyConfig(enabled=True, fusion="film", hidden=256, chunk=1, execute=1, history=4)
+BABYAI_POLICY = PolicyConfig(enabled=True, fusion=FiLMFusionConfig(), hidden=256, chunk=1, execute=1, history=4)
 BABYAI_EVAL = EvalConfig(sim=SimConfig(episodes=500, envs=64))
 
 PRESETS: Registry[Callable[[], RunConfig]] = Registry("preset")
@@ -53,7 +53,7 @@ def tiny() -> RunConfig:
         model=ModelConfig(
             embed_dim=32,
             image=ImageEncoderConfig(channels=(8, 16), strides=(2, 2), pool=2, feature_dim=32),
-            text=TextEncoderConfig(backbone="scratch", feature_dim=32, word_dim=16, vocab_buckets=256),
+            text=ScratchTextConfig(feature_dim=32, word_dim=16, vocab_buckets=256),
         ),
         train=TrainConfig(steps=20, batch_size=16, warmup_steps=2, log_every=5, checkpoint_every=10, augment_shift=0),
         eval=EvalConfig(batch_size=64),
@@ -107,7 +107,7 @@ def babyai_lowdata() -> RunConfig:
     the `babyai` preset plus mirror and history dropout (FiLM, 4,000 steps) gets 0.828."""
     cfg = _babyai("babyai-lowdata", steps=2500, warmup=300, select_episodes=200)
     cfg.data = replace(cfg.data, train_episodes=1000)
-    cfg.model.policy = replace(cfg.model.policy, fusion="xattn", history_dropout=0.7)
+    cfg.model.policy = replace(cfg.model.policy, fusion=CrossAttentionFusionConfig(), history_dropout=0.7)
     cfg.train.augment_mirror = 0.5
     return cfg
 
@@ -124,7 +124,7 @@ def babyai_chapter() -> RunConfig:
         paraphrase=0.5,
         modality_dropout=0.1,
         modality_balance=0.1,
-        balancer=BalancerConfig(name="pcgrad_gradnorm", alpha=0.5),
+        balancer=PCGradGradNormBalancerConfig(alpha=0.5),
     )
     return cfg
 
@@ -147,12 +147,12 @@ def metaworld_mt10() -> RunConfig:
             action=ActionEncoderConfig(chunk_len=8),
             policy=PolicyConfig(
                 enabled=True,
-                fusion="film",
+                fusion=FiLMFusionConfig(),
                 hidden=256,
                 chunk=8,
                 execute=4,
                 prev_action=False,
-                head=HeadConfig(name="regression", hidden=256),
+                head=RegressionHeadConfig(hidden=256),
             ),
         ),
         train=TrainConfig(

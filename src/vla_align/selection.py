@@ -2,7 +2,7 @@
 retrieval R@K as a double early-stopping signal"; 5.8: judge every model in closed loop too).
 
 Two rules combine image->text R@10 on the validation split with, for a policy run on a simulator
-dataset, closed-loop success on ``episodes`` validation episodes:
+dataset, closed-loop success on ``episodes`` validation episodes (simulators that allow it):
 
 * ``mean``: score = the mean of the available signals;
 * ``gated``: score = success among the checks whose R@10 reaches ``min_retrieval`` (the chapter's
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 @dataclass
 class SelectionConfig:
     every: int = 0  # steps between validation checks; 0 = off (the last step is the model)
-    episodes: int = 100  # closed-loop validation episodes per check (policy runs on BabyAI data)
+    episodes: int = 100  # closed-loop validation episodes per check (policy runs on simulator data)
     patience: int = 0  # stop after this many checks without improvement; 0 = never stop early
     rule: Literal["mean", "gated"] = "mean"
     min_retrieval: float = 0.70  # the gate of rule "gated": validation image->text R@10
@@ -59,7 +59,7 @@ def validation_metrics(
 ) -> dict[str, float]:
     """``val/...`` metrics and ``val/score`` for the model as it is now (restores train mode)."""
     from .evaluate import evaluate_retrieval
-    from .sim.evaluate import evaluate_policy
+    from .sim import EvalContext, evaluate_closed_loop, simulator_for
 
     was_training = model.training
     out: dict[str, float] = {}
@@ -73,9 +73,11 @@ def validation_metrics(
         for key, value in retrieval.items():  # MI lower bounds on the validation split: curves over training
             if key.startswith("health/mi_bound/"):
                 out[f"val/{key}"] = float(value)
-        if model.policy is not None and cfg.episodes and all(t.startswith("BabyAI") for t in val.env_tasks):
+        simulator = simulator_for(val.info.get("vla_align") or {})
+        if model.policy is not None and cfg.episodes and simulator is not None and simulator.closed_loop_validation:
             sim_cfg = replace(eval_cfg.sim, episodes=cfg.episodes, ablations=False)
-            sim = evaluate_policy(model, val, sim_cfg, progress=False)
+            ctx = EvalContext.from_table(val, "val")
+            sim = evaluate_closed_loop(simulator, model, ctx, sim_cfg, progress=False)
             out["val/sim/success_rate"] = sim["sim/success_rate"]
             signals.append(sim["sim/success_rate"])
     out["val/score"] = selection_score(signals[0], signals[1] if len(signals) > 1 else None, cfg)

@@ -1,37 +1,41 @@
-"""One straight training loop: sample -> encode -> per-pair InfoNCE -> weighted sum -> AdamW.
+"""Training: set up -> (resume) -> one ``TrainingStep`` per step -> finish.
+
+Each step draws and augments a batch, computes every named loss term (pair InfoNCE, the policy's
+behaviour cloning, the auxiliary objectives), weights them by their priors, turns them into
+gradients with the run's balancer (``loss.balancer``: fixed sum, uncertainty, GradNorm, PCGrad, ...),
+clips the gradient of every trained parameter (the objectives' heads included) and takes an AdamW
+step on a warm-up + cosine schedule; then it logs, checks the validation split for model
+selection and saves the checkpoint when those fall due (``step.py`` holds the step itself).
 
 Deterministic on CPU for a given seed: batch k is drawn from ``default_rng([seed, k])``, so a
-resumed run sees exactly the batches the uninterrupted run would have seen.
+resumed run sees exactly the batches the uninterrupted run would have seen; ``train_state.pt``
+carries the optimizer, the objectives' heads and the balancer, so it continues exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-import numpy as np
 import torch
 
 from . import atomic, checkpoint
 from . import config as config_lib
-from .data.augment import mirror, mirror_permutation
 from .data.lerobot import read_dataset
 from .data.windows import ChunkSampler
-from .encoders.image import random_shift
 from .errors import ConfigError, UserError
-from .losses import AlignmentLoss, mutual_information_bound
-from .losses.auxiliary import AuxiliaryLosses, Context
-from .modalities import MODALITIES, PAIRS, Pair
 from .model import TriModalModel
-from .progress import console, progress_bar
+from .progress import Bar, console, progress_bar
 from .selection import SelectionConfig, validation_metrics
+from .step import TrainingStep
 
 if TYPE_CHECKING:
+    from .balancing import Balancer
+    from .data.lerobot import FrameTable
     from .presets import RunConfig
 
 
@@ -121,21 +125,69 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     atomic.write_text(path, "".join(line + "\n" for line in kept))
 
 
+@dataclass
+class TrainingRun:
+    """What a run holds from one step to the next."""
+
+    cfg: RunConfig
+    run_dir: Path
+    model: TriModalModel
+    sampler: ChunkSampler
+    training_step: TrainingStep
+    optimizer: torch.optim.Optimizer
+    balancer: Balancer
+    val_table: FrameTable | None
+    best: dict[str, float] = field(default_factory=lambda: {"score": -1.0, "step": 0.0, "checks_since": 0.0})
+    seen: int = 0  # samples since this process started training (for the throughput log)
+    t0: float = 0.0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoint"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
-    """Train the tri-modal encoders; writes config.json, metrics.jsonl and checkpoint/ into ``run_dir``."""
-    ckpt_dir = run_dir / "checkpoint"
-    if not resume and (ckpt_dir / checkpoint.MODEL_FILE).exists():
+    """Train the tri-modal encoders (and the policy); writes config.json, metrics.jsonl and checkpoint/
+    into ``run_dir``. ``resume`` continues from ``checkpoint/train_state.pt``."""
+    run = setup(cfg, run_dir, resume)
+    start = restore(run) if resume else begin(run)
+    run.model.train()
+    run.seen, run.t0 = 0, time.perf_counter()
+    with progress_bar("train", cfg.train.steps) as bar, run.metrics_path.open("a") as log:
+        bar.set(start)
+        for step in range(start, cfg.train.steps):
+            stop = train_one_step(run, step, log, bar)
+            bar.advance(1)
+            if stop:
+                console.print(
+                    f"early stop at step {step + 1}: no better validation score since step {run.best['step']:.0f}"
+                )
+                break
+    finish(run)
+    return run.model
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Errors a run would otherwise meet only after loading its data."""
+    if not cfg.loss.weights.any_positive() and not cfg.model.policy.enabled:
+        raise ConfigError("every contrastive loss weight is 0 and the policy is off: nothing to train")
+    if not cfg.loss.weights.any_positive() and cfg.model.policy.start_step > 0:
+        raise ConfigError("model.policy.start_step > 0 needs a positive contrastive weight to pre-train with")
+
+
+def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
+    """Data, model, training step, optimizer and balancer; writes ``config.json``."""
+    if not resume and (run_dir / "checkpoint" / checkpoint.MODEL_FILE).exists():
         raise UserError(f"{run_dir} already holds a trained run; pass --resume to continue it or choose another --out")
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
-
-    policy_cfg = cfg.model.policy
-    if not cfg.loss.weights.any_positive() and not policy_cfg.enabled:
-        raise ConfigError("every contrastive loss weight is 0 and the policy is off: nothing to train")
-    if not cfg.loss.weights.any_positive() and policy_cfg.start_step > 0:
-        raise ConfigError("model.policy.start_step > 0 needs a positive contrastive weight to pre-train with")
+    check_config(cfg)
     data_path = cfg.data.resolved_path()
     table = read_dataset(data_path, split="train")
     state_dim = int(table.state.shape[1]) if table.state is not None and cfg.model.policy.state else 0
@@ -145,29 +197,25 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     model = model.to(device)
     cfg.model.text.backbone = model.text_backbone  # record the resolved choice ("auto" -> name)
     sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history)
-    mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
-    objective = AlignmentLoss(cfg.loss)
-    aux = AuxiliaryLosses(cfg.loss, model, table).to(device)
-    if (aux.needs_policy or cfg.loss.modality_dropout > 0) and not policy_cfg.enabled:
-        raise ConfigError("loss.modality_dropout / loss.modality_balance act on the policy; enable model.policy")
-    optimizer = make_optimizer(model, cfg.train, aux)
-    # every term the run can produce, prior weight > 0: the balancer's state is keyed by these names
-    priors = {"policy": policy_cfg.weight, **aux.weights()}
-    names: list[str] = [p for p in PAIRS if getattr(cfg.loss.weights, p) > 0]
-    names += ["policy"] if policy_cfg.enabled and policy_cfg.weight > 0 else []
-    names += [n for n, w in aux.weights().items() if w > 0]
-    balancer = cfg.loss.balancer.build(names).to(device)
-
+    unit = TrainingStep(cfg, model, table)
+    optimizer = make_optimizer(model, cfg.train, unit.aux)
+    balancer = cfg.loss.balancer.build(unit.names).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, dict[str, Any]] = {
-        "dataset": {
-            "path": str(data_path),
-            "info": table.info["vla_align"],
-            "image_shape": list(table.image_shape),
-            "state_dim": state_dim,
-        }
+    config_lib.save(cfg, run_dir / "config.json", dataset=dataset_record(table, data_path, state_dim))
+    val_table = read_dataset(data_path, split="val") if cfg.train.select.every else None
+    return TrainingRun(cfg, run_dir, model, sampler, unit, optimizer, balancer, val_table)
+
+
+def dataset_record(table: FrameTable, data_path: Path, state_dim: int) -> dict[str, Any]:
+    """The ``dataset`` entry of config.json: where the data is, its description, and for continuous
+    actions the physical limits of the commanded actions (for the evaluation)."""
+    record: dict[str, Any] = {
+        "path": str(data_path),
+        "info": table.info["vla_align"],
+        "image_shape": list(table.image_shape),
+        "state_dim": state_dim,
     }
-    if table.action_spec.kind == "continuous":  # limits on the commanded actions, for the evaluation
+    if table.action_spec.kind == "continuous":
         from .physics import fit_action_limits
 
         episodes = [
@@ -175,140 +223,91 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
         ]
         if episodes:
             limits = fit_action_limits(episodes, 1.0 / table.fps, signal="velocity")
-            extra["dataset"]["physical_limits"] = limits.to_dict()
-    config_lib.save(cfg, run_dir / "config.json", **extra)
-    metrics_path = run_dir / "metrics.jsonl"
+            record["physical_limits"] = limits.to_dict()
+    return record
 
-    val_table = None
-    if cfg.train.select.every:
-        val_table = read_dataset(data_path, split="val")
-    best: dict[str, float] = {"score": -1.0, "step": 0.0, "checks_since": 0.0}
 
-    start = 0
-    if resume:
-        state = checkpoint.load_train_state(ckpt_dir)
-        if state is None:
-            raise UserError(f"{ckpt_dir}: no train_state.pt to resume from; start a new run instead")
-        model.load_state_dict(state["model"])
-        aux.load_state_dict(state.get("aux") or {})
-        balancer.load_state_dict(state.get("balancer") or balancer.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        best.update(state.get("best") or {})
-        _truncate_metrics(metrics_path, start)
+def restore(run: TrainingRun) -> int:
+    """Load ``train_state.pt`` (weights, objectives' heads, balancer, optimizer, selection); returns its step."""
+    state = checkpoint.load_train_state(run.ckpt_dir)
+    if state is None:
+        raise UserError(f"{run.ckpt_dir}: no train_state.pt to resume from; start a new run instead")
+    run.model.load_state_dict(state["model"])
+    run.training_step.aux.load_state_dict(state.get("aux") or {})
+    run.balancer.load_state_dict(state.get("balancer") or run.balancer.state_dict())
+    run.optimizer.load_state_dict(state["optimizer"])
+    start = int(state["step"])
+    run.best.update(state.get("best") or {})
+    _truncate_metrics(run.metrics_path, start)
+    return start
+
+
+def begin(run: TrainingRun) -> int:
+    """A fresh run: fit the text encoder's vocabulary / cache, start an empty log; returns step 0."""
+    run.model.text_encoder.fit(run.sampler.table.instructions)
+    if run.metrics_path.exists():
+        run.metrics_path.unlink()
+    return 0
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * lr_factor(step, cfg)
+
+
+def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
+    """Batch, losses, update, then the log record, validation and checkpoint that fall on this step.
+    Returns True when model selection stops the run early."""
+    cfg = run.cfg.train
+    inp = run.training_step.prepare_batch(run.sampler, step)
+    set_learning_rate(run.optimizer, step, cfg)
+    losses = run.training_step.compute_losses(inp, step)
+    update = run.training_step.apply(losses.weighted, run.optimizer, run.balancer, step)
+    if update.conflict is not None:
+        log.write(json.dumps({"step": step + 1, **update.conflict}) + "\n")
+    run.seen += len(inp.batch)
+    done = step + 1
+    if done % cfg.log_every == 0 or done == cfg.steps:
+        rate = run.seen / (time.perf_counter() - run.t0)
+        record: dict[str, Any] = {"step": done, "loss/total": update.total, "lr": run.optimizer.param_groups[0]["lr"]}
+        record |= run.training_step.log_values(losses, inp.batch) | run.balancer.log_values()
+        record |= {"grad_norm": float(update.grad_norm), "samples_per_s": rate}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        bar.info = f"loss {update.total:.3f}  {rate:.0f} samples/s"
+    stop = False
+    if run.val_table is not None and (done % cfg.select.every == 0 or done == cfg.steps):
+        stop = validate(run, run.val_table, done, log)
+    if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
+        save_checkpoint(run.model, run.optimizer, done, run.ckpt_dir, run.best, run.training_step.aux, run.balancer)
+    return stop
+
+
+def validate(run: TrainingRun, val_table: FrameTable, done: int, log: TextIO) -> bool:
+    """One model-selection check: log it, keep the best weights in checkpoint/best; True = stop (patience)."""
+    select = run.cfg.train.select
+    val = validation_metrics(run.model, val_table, select, run.cfg.eval)
+    if val["val/score"] > run.best["score"]:
+        run.best = {"score": val["val/score"], "step": float(done), "checks_since": 0.0}
+        checkpoint.save_weights(run.model, run.ckpt_dir / "best")
     else:
-        model.text_encoder.fit(table.instructions)
-        if metrics_path.exists():
-            metrics_path.unlink()
+        run.best["checks_since"] += 1
+    log.write(json.dumps({"step": done, **val, "val/best_step": run.best["step"]}) + "\n")
+    log.flush()
+    return bool(select.patience) and run.best["checks_since"] >= select.patience
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    model.train()
-    seen, t0 = 0, time.perf_counter()
-    with progress_bar("train", cfg.train.steps) as bar, metrics_path.open("a") as log:
-        bar.set(start)
-        for step in range(start, cfg.train.steps):
-            rng = np.random.default_rng([cfg.train.seed, step])
-            batch = sampler.sample(rng, cfg.train.batch_size)
-            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            batch.image = random_shift(batch.image, cfg.train.augment_shift, gen)
-            if policy_cfg.history_dropout > 0 and len(
-                batch.prev_action
-            ):  # the history must not replace the instruction
-                hide = torch.rand(len(batch), generator=gen) < policy_cfg.history_dropout
-                batch.prev_action = torch.where(hide[:, None], -1, batch.prev_action.view(len(batch), -1))
-            if mirror_perm is not None:
-                flip = torch.rand(len(batch), generator=gen) < cfg.train.augment_mirror
-                batch = mirror(batch, flip, mirror_perm)
-            batch = batch.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(step, cfg.train)
 
-            use_policy = policy_cfg.enabled and step >= policy_cfg.start_step
-            needed = set(objective.modalities(step)) | aux.modalities()
-            drop = None
-            if use_policy and cfg.loss.modality_dropout > 0:  # 1 = blank the image, 2 = the instruction
-                hit = torch.rand(len(batch), generator=gen) < cfg.loss.modality_dropout
-                drop = (hit * (1 + (torch.rand(len(batch), generator=gen) < 0.5))).long().to(device)
-            with autocast:
-                out = model.forward_train(
-                    batch,
-                    tuple(m for m in MODALITIES if m in needed),
-                    policy=use_policy,
-                    detach_policy_inputs=step < policy_cfg.freeze_encoders_until,
-                    drop=drop,
-                )
-            emb, logits = out.emb, out.logits
-            scales: dict[Pair, torch.Tensor] = {p: model.logit_scale(p) for p in PAIRS}
-            losses = objective(emb, batch, scales, step)
-            if logits is not None or out.cond is not None:
-                losses["policy"] = model.policy_loss(out, batch)
-            if len(aux):
-                with autocast:
-                    losses.update(aux(Context(model=model, batch=batch, out=out, step=step, rng=rng)))
-            prior = objective.weights(losses, priors)
-            weighted = {n: prior[n] * v for n, v in losses.items() if prior[n] > 0}
-            if not weighted:
-                raise ConfigError(f"no loss term has a positive weight at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            params = [p for p in model.parameters() if p.requires_grad] + list(aux.parameters())
-            if cfg.loss.balancer.diagnose_at(step):  # gradient-conflict health check (keeps the graph)
-                conflict = balancer.diagnose(weighted, params)
-                log.write(json.dumps({"step": step + 1, **conflict}) + "\n")
-            multipliers = balancer.backward(weighted, params, step)
-            total = sum(multipliers[n] * float(v.detach()) for n, v in weighted.items())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            seen += len(batch)
-
-            done = step + 1
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                rate = seen / (time.perf_counter() - t0)
-                record: dict[str, Any] = {
-                    "step": done,
-                    "loss/total": total,
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-                for name, value in losses.items():
-                    record[f"loss/{name}"] = float(value.detach())
-                    if name in PAIRS:
-                        record[f"health/mi_bound/{name}"] = mutual_information_bound(value, len(batch))
-                        record[f"temperature/{name}"] = 1.0 / float(scales[name].detach())
-                if logits is not None:
-                    hit = (logits[:, 0].argmax(-1) == batch.action[:, 0]).float().mean()
-                    record["policy/accuracy"] = float(hit)
-                record.update(aux.log_values())
-                record.update(balancer.log_values())
-                record["grad_norm"] = float(grad_norm)
-                record["samples_per_s"] = rate
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.info = f"loss {total:.3f}  {rate:.0f} samples/s"
-            stop = False
-            if val_table is not None and (done % cfg.train.select.every == 0 or done == cfg.train.steps):
-                val = validation_metrics(model, val_table, cfg.train.select, cfg.eval)
-                improved = val["val/score"] > best["score"]
-                if improved:
-                    best = {"score": val["val/score"], "step": float(done), "checks_since": 0.0}
-                    checkpoint.save_weights(model, ckpt_dir / "best")
-                else:
-                    best["checks_since"] += 1
-                log.write(json.dumps({"step": done, **val, "val/best_step": best["step"]}) + "\n")
-                log.flush()
-                patience = cfg.train.select.patience
-                stop = bool(patience) and best["checks_since"] >= patience
-            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop:
-                save_checkpoint(model, optimizer, done, ckpt_dir, best, aux, balancer)
-            bar.advance(1)
-            if stop:
-                console.print(f"early stop at step {done}: no better validation score since step {best['step']:.0f}")
-                break
-    if val_table is not None and (ckpt_dir / "best" / checkpoint.MODEL_FILE).is_file():
-        # the run's model is the selected one; train_state.pt keeps the last weights for --resume
-        checkpoint.load_weights(model, ckpt_dir / "best")
-        checkpoint.save_weights(model, ckpt_dir)
-        atomic.write_json(run_dir / "selection.json", {"best_step": best["step"], "best_val_score": best["score"]})
-    console.print(f"trained {cfg.train.steps} steps; checkpoint in {ckpt_dir}")
-    return model
+def finish(run: TrainingRun) -> None:
+    """With model selection, the run's model is the selected one (train_state.pt keeps the last weights
+    for --resume)."""
+    best_dir = run.ckpt_dir / "best"
+    if run.val_table is not None and (best_dir / checkpoint.MODEL_FILE).is_file():
+        checkpoint.load_weights(run.model, best_dir)
+        checkpoint.save_weights(run.model, run.ckpt_dir)
+        atomic.write_json(
+            run.run_dir / "selection.json", {"best_step": run.best["step"], "best_val_score": run.best["score"]}
+        )
+    console.print(f"trained {run.cfg.train.steps} steps; checkpoint in {run.ckpt_dir}")
 
 
 def save_checkpoint(

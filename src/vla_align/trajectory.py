@@ -74,7 +74,8 @@ def _check_pair(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None) -> t
 def step_distances(pred: ArrayLike, target: ArrayLike) -> Tensor:
     """Euclidean distance per step, ||pred_t − target_t||_2: (..., T, A) x 2 -> (..., T)."""
     p, t, _ = _check_pair(pred, target, None)
-    return torch.linalg.vector_norm(p - t, dim=-1)  # (..., T)
+    result: Tensor = torch.linalg.vector_norm(p - t, dim=-1)  # (..., T)
+    return result
 
 
 def ade(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> Tensor:

@@ -10,10 +10,11 @@ import pytest
 
 pytest.importorskip("minigrid")
 
-from vla_align.data.babyai import SPLITS, generate_babyai, split_seed
 from vla_align.data.lerobot import read_dataset, read_episodes
+from vla_align.data.splits import SPLITS, split_seed
 from vla_align.errors import DatasetError, UserError
-from vla_align.sim.babyai import BABYAI_ACTIONS, bot_episode, env_id, make_env, render_frame
+from vla_align.sim.babyai.env import BABYAI_ACTIONS, bot_episode, env_id, make_env, render_frame
+from vla_align.sim.babyai.generate import generate_babyai
 
 # Round-robin over this list gives 6 GoToLocal and 2 PutNextLocal episodes in each split of 8.
 LEVELS = ["GoToLocal", "GoToLocal", "GoToLocal", "PutNextLocal"]

@@ -13,9 +13,11 @@ import torch
 pytest.importorskip("minigrid")
 
 from vla_align.cli import main
-from vla_align.data.babyai import generate_babyai
 from vla_align.data.lerobot import read_dataset
-from vla_align.sim.evaluate import EpisodeResult, SimConfig, episode_specs, rollout, summarize
+from vla_align.sim import EvalContext, evaluate_closed_loop, get_simulator
+from vla_align.sim.babyai.generate import generate_babyai
+from vla_align.sim.babyai.rollout import episode_specs, held_out_from_table, rollout, summarize
+from vla_align.sim.base import EpisodeResult, SimConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_replaying_the_expert_succeeds_with_spl_one(dataset: Path) -> None:
     table = read_dataset(dataset, split="test")
-    specs = episode_specs(table, 10, seed=0)
+    specs = episode_specs(held_out_from_table(table), 10, seed=0)
     by_seed = {int(table.seeds[e]): e for e in range(table.num_episodes)}
     order = iter(specs)
     state: dict[str, object] = {}
@@ -53,7 +55,7 @@ def test_replaying_the_expert_succeeds_with_spl_one(dataset: Path) -> None:
 
 def test_a_policy_that_only_turns_never_succeeds(dataset: Path) -> None:
     table = read_dataset(dataset, split="test")
-    specs = episode_specs(table, 6, seed=0)
+    specs = episode_specs(held_out_from_table(table), 6, seed=0)
     results = rollout(
         lambda f, t, p: np.zeros((len(t), 2), dtype=np.int64), specs, 28, SimConfig(envs=4, max_steps=12), execute=2
     )
@@ -63,12 +65,12 @@ def test_a_policy_that_only_turns_never_succeeds(dataset: Path) -> None:
 
 def test_shuffled_instructions_differ_and_shuffled_images_come_from_other_episodes(dataset: Path) -> None:
     table = read_dataset(dataset, split="test")
-    specs = episode_specs(table, 10, seed=0, ablation="shuffle_text")
+    specs = episode_specs(held_out_from_table(table), 10, seed=0, ablation="shuffle_text")
     assert sorted(s.shown_instruction for s in specs) == sorted(s.instruction for s in specs)
     if len({s.instruction for s in specs}) > 1:
         assert all(s.shown_instruction != s.instruction for s in specs)
     seen: list[np.ndarray] = []
-    specs = episode_specs(table, 4, seed=0, ablation="shuffle_image")
+    specs = episode_specs(held_out_from_table(table), 4, seed=0, ablation="shuffle_image")
     assert all(int(table.seeds[s.image_episode]) != s.seed for s in specs)
 
     def record(frames: np.ndarray, texts: list[str], prev: np.ndarray) -> np.ndarray:
@@ -124,14 +126,14 @@ def test_worker_processes_give_the_single_process_results(dataset: Path) -> None
     from vla_align.data.episode import ActionSpec
     from vla_align.policy import PolicyConfig
     from vla_align.presets import get_preset
-    from vla_align.sim.evaluate import evaluate_policy
 
     table = read_dataset(dataset, split="test")
     cfg = get_preset("tiny")
     cfg.model.policy = PolicyConfig(enabled=True, fusion="film", hidden=32, history=2)
     torch.manual_seed(3)
     model = cfg.model.build(ActionSpec.from_dict(table.info["vla_align"]["action_spec"]))
-    one = evaluate_policy(model, table, SimConfig(episodes=10, envs=3, max_steps=20), progress=False)
-    two = evaluate_policy(model, table, SimConfig(episodes=10, envs=3, max_steps=20, workers=2), progress=False)
+    sim, ctx = get_simulator("babyai"), EvalContext.from_table(table, "test")
+    one = evaluate_closed_loop(sim, model, ctx, SimConfig(episodes=10, envs=3, max_steps=20), progress=False)
+    two = evaluate_closed_loop(sim, model, ctx, SimConfig(episodes=10, envs=3, max_steps=20, workers=2), progress=False)
     assert one == two
     assert one["sim/episodes"] == 10 and "ablation/shuffle_image/sim/success_rate" in one

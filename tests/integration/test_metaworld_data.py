@@ -15,18 +15,18 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")  # before metaworld imports mujoco, which fixes the GL backend
 pytest.importorskip("metaworld")
 
-from vla_align.data.babyai import SPLITS, split_seed
 from vla_align.data.lerobot import read_dataset, read_episodes
-from vla_align.data.metaworld import generate_metaworld
-from vla_align.data.metaworld_instructions import INSTRUCTIONS, instruction_for
+from vla_align.data.splits import SPLITS, split_seed
 from vla_align.errors import DatasetError, UserError
-from vla_align.sim.metaworld import (
+from vla_align.sim.metaworld.env import (
     ACTION_NAMES,
     CONTROL_FPS,
     SUCCESS_EXTRA_STEPS,
     expert_episode,
     make_env,
 )
+from vla_align.sim.metaworld.generate import generate_metaworld
+from vla_align.sim.metaworld.instructions import INSTRUCTIONS, instruction_for
 
 pytestmark = pytest.mark.slow  # ~11 s: six simulator + GL context set-ups (0.6 s each) and 700 rendered frames
 TASKS = ["reach", "drawer-close-v3"]  # short expert episodes (~45 and ~80 steps)

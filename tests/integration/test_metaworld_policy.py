@@ -15,8 +15,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("metaworld")
 
 from vla_align.cli import main
-from vla_align.data.metaworld import generate_metaworld
-from vla_align.sim.evaluate import EPISODES_FILE, read_episodes
+from vla_align.sim.base import EPISODES_FILE, read_episodes
+from vla_align.sim.metaworld.generate import generate_metaworld
 
 
 @pytest.mark.slow
@@ -58,13 +58,11 @@ def test_train_eval_and_checkpoint_only_closed_loop(tmp_path: Path) -> None:
     assert {k: second[k] for k in sim_keys} == {k: first[k] for k in sim_keys}
 
     from vla_align.runs import load_model
-    from vla_align.sim.evaluate import SimConfig
-    from vla_align.sim.metaworld_eval import evaluate_metaworld
+    from vla_align.sim import EvalContext, evaluate_closed_loop, get_simulator
+    from vla_align.sim.base import SimConfig
 
     model, _ = load_model(run)
-    info = config["dataset"]["info"]
-    one = evaluate_metaworld(model, info, 48, SimConfig(episodes=1, max_steps=20, ablations=False), None, False)
-    two = evaluate_metaworld(
-        model, info, 48, SimConfig(episodes=1, max_steps=20, ablations=False, workers=2), None, False
-    )
+    sim, ctx = get_simulator("metaworld"), EvalContext(config["dataset"]["info"], 48)
+    one = evaluate_closed_loop(sim, model, ctx, SimConfig(episodes=1, max_steps=20, ablations=False), False)
+    two = evaluate_closed_loop(sim, model, ctx, SimConfig(episodes=1, max_steps=20, ablations=False, workers=2), False)
     assert one == two  # tasks spread over spawned workers give the single-process results

@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("minigrid")
 
 from vla_align.cli import main
-from vla_align.data.babyai import generate_babyai
 from vla_align.report import write_report
-from vla_align.sim.evaluate import EPISODES_FILE, read_episodes
+from vla_align.sim.babyai.generate import generate_babyai
+from vla_align.sim.base import EPISODES_FILE, read_episodes
 
 SECTIONS = ("summary", "config", "curves", "retrieval", "sim", "health", "diagnostics", "failures", "notes")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -19,12 +19,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("metaworld")
 
 from vla_align.cli import main
-from vla_align.data.metaworld import generate_metaworld
 from vla_align.physics import PhysicalLimits, violations
-from vla_align.report.failures_metaworld import continuous_grad_cam, metaworld_run_three_views
 from vla_align.runs import load_model
-from vla_align.sim.evaluate import EPISODES_FILE, EpisodeResult, read_episodes
-from vla_align.sim.metaworld import ACTION_NAMES
+from vla_align.sim import EvalContext, get_simulator
+from vla_align.sim.base import EPISODES_FILE, EpisodeResult, read_episodes
+from vla_align.sim.metaworld.env import ACTION_NAMES
+from vla_align.sim.metaworld.failures import continuous_grad_cam
+from vla_align.sim.metaworld.generate import generate_metaworld
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,8 @@ def test_three_view_flags_use_the_run_limits_and_heat_is_a_map(run: Path) -> Non
     assert limits.signal == "velocity"
     model, _ = load_model(run)
     episodes = read_episodes(run / EPISODES_FILE)
-    (view,) = metaworld_run_three_views(model, config, episodes, None, limit=1)
+    ctx = EvalContext.from_run(config["dataset"], "test")
+    (view,) = get_simulator("metaworld").three_views(model, ctx, episodes, None, limit=1)
     steps = len(view.signal)
     assert view.actions is not None and view.expert_actions is not None
     assert view.actions.shape == view.expert_actions.shape == view.signal.shape == (steps, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -10,10 +11,12 @@ import typing
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from tests.reference import cosine_reference, gradnorm_step_reference, pcgrad_reference
+from tests.unit.test_step import memory_table
 from torch import Tensor, nn
 
 from vla_align.balancing import (
@@ -24,7 +27,11 @@ from vla_align.balancing import (
     BalancerName,
     FixedBalancer,
     GradNormBalancer,
+    GradNormBalancerConfig,
+    PCGradBalancerConfig,
+    PCGradGradNormBalancerConfig,
     UncertaintyBalancer,
+    UncertaintyBalancerConfig,
     bin_edges,
     conflict_histogram,
     diagnose,
@@ -38,9 +45,9 @@ from vla_align.balancing import (
 )
 from vla_align.data.episode import ActionSpec
 from vla_align.errors import ConfigError
-from vla_align.losses import AlignmentLoss
-from vla_align.modalities import PAIRS, Batch
+from vla_align.modalities import Batch
 from vla_align.presets import get_preset
+from vla_align.step import StepBatch, TrainingStep
 
 TOL = 1e-9  # float64 slack for "non-negative" inner products
 
@@ -156,7 +163,7 @@ def test_pcgrad_balancer_matches_reference_on_the_shared_trunk() -> None:
     keeps its own objective's gradient."""
     model = Toy()
     names = ("a", "b", "c")
-    bal = BALANCERS.get("pcgrad")(list(names), seed=3)  # type: ignore[call-arg]
+    bal = PCGradBalancerConfig(seed=3).build(list(names))
     params = list(model.parameters())
     for step in range(10):
         grads = per_objective_grads(model.losses(step, names), params, mode="loop")
@@ -183,7 +190,7 @@ def test_pcgrad_balancer_without_conflict_equals_fixed() -> None:
     FixedBalancer(["a", "b"]).backward(losses(), params, 0)
     want = grads_of(model)
     model.zero_grad(set_to_none=True)
-    BALANCERS.get("pcgrad")(["a", "b"]).backward(losses(), params, 0)
+    BalancerConfig(name="pcgrad").build(["a", "b"]).backward(losses(), params, 0)
     for g, w in zip(grads_of(model), want, strict=True):
         assert (g is None) == (w is None)
         if g is not None and w is not None:
@@ -250,14 +257,11 @@ def tiny_model_losses(policy: bool = True) -> tuple[nn.Module, Callable[[], dict
         prev_action=torch.randint(-1, 7, (b,), generator=g),
     )
     model.text_encoder.fit(texts)
-    objective = AlignmentLoss(cfg.loss)
+    unit = TrainingStep(cfg, model, memory_table(ActionSpec(kind="discrete", num_actions=7), size=size))
+    inp = StepBatch(batch, np.random.default_rng(0))
 
-    def losses() -> dict[str, Tensor]:
-        emb, logits = model.run(batch, objective.modalities(10**9), policy=policy)
-        out = objective(emb, batch, {p: model.logit_scale(p) for p in PAIRS}, step=10**9)
-        if logits is not None and model.policy is not None:
-            out["policy"] = model.policy.loss(logits, batch.action, batch.action_mask)
-        return out
+    def losses() -> dict[str, Tensor]:  # the training step's terms (pair InfoNCE + the policy), unweighted
+        return unit.compute_losses(inp, 10**9).values
 
     return model, losses
 
@@ -511,7 +515,9 @@ def test_gradnorm_floor_is_respected() -> None:
 
 @pytest.mark.parametrize("name", BALANCERS.names())
 def test_state_dict_round_trip_gives_an_identical_next_step(name: str) -> None:
-    cfg = BalancerConfig(name=typing.cast(BalancerName, name), floors={"a": 0.3}, seed=5)
+    cls = BALANCERS.get(name)
+    seed = {"seed": 5} if "seed" in {f.name for f in dataclasses.fields(cls)} else {}
+    cfg = cls(floors={"a": 0.3}, **seed)
     model = Toy()
     first = cfg.build(["a", "b", "c"])
     for step in range(4):
@@ -548,20 +554,20 @@ def test_unknown_loss_name_raises() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("cls", "kwargs", "match"),
     [
-        ({"name": "mgda"}, "loss.balancer.name"),
-        ({"alpha": -0.1}, "loss.balancer.alpha"),
-        ({"lr": 0.0}, "loss.balancer.lr"),
-        ({"floors": {"policy": 1.5}}, "loss.balancer.floors.policy"),
-        ({"floors": "policy"}, "loss.balancer.floors"),
-        ({"conflict_every": -1}, "loss.balancer.conflict_every"),
-        ({"seed": -1}, "loss.balancer.seed"),
+        (BalancerConfig, {"name": "mgda"}, "loss.balancer.name"),
+        (GradNormBalancerConfig, {"alpha": -0.1}, "loss.balancer.alpha"),
+        (UncertaintyBalancerConfig, {"lr": 0.0}, "loss.balancer.lr"),
+        (BalancerConfig, {"floors": {"policy": 1.5}}, "loss.balancer.floors.policy"),
+        (BalancerConfig, {"floors": "policy"}, "loss.balancer.floors"),
+        (BalancerConfig, {"conflict_every": -1}, "loss.balancer.conflict_every"),
+        (PCGradGradNormBalancerConfig, {"seed": -1}, "loss.balancer.seed"),
     ],
 )
-def test_config_validation(kwargs: dict[str, object], match: str) -> None:
+def test_config_validation(cls: type[BalancerConfig], kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        BalancerConfig(**kwargs)  # type: ignore[arg-type]
+        cls(**kwargs)  # type: ignore[arg-type]
 
 
 def test_config_floors_from_the_command_line_and_unknown_names() -> None:

@@ -11,13 +11,24 @@ import torch.nn.functional as F
 
 from vla_align.config import from_dict
 from vla_align.errors import ConfigError
-from vla_align.heads import HEADS, BinnedHead, FlowHead, HeadConfig, build_head, euler_integrate, masked_mean
+from vla_align.heads import (
+    HEADS,
+    BinnedHead,
+    BinnedHeadConfig,
+    FlowHead,
+    FlowHeadConfig,
+    HeadConfig,
+    RegressionHeadConfig,
+    build_head,
+    euler_integrate,
+    masked_mean,
+)
 
 B, D, T, A = 6, 12, 4, 3
 
 
 def _cfg(name: str, **kw: Any) -> HeadConfig:
-    return HeadConfig(**{"name": name, "chunk_len": T, "action_dim": A, "hidden": 32, **kw})
+    return HEADS.get(name)(**{"chunk_len": T, "action_dim": A, "hidden": 32, **kw})
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,7 +103,7 @@ def test_each_head_overfits_a_tiny_batch(name: str, factor: float) -> None:
 @pytest.mark.parametrize("name", HEADS.names())
 def test_sample_is_deterministic_with_a_generator(name: str) -> None:
     torch.manual_seed(0)
-    head = build_head(_cfg(name, temperature=1.0), D)
+    head = build_head(_cfg(name, **({"temperature": 1.0} if name == "binned" else {})), D)
     cond, _, _ = _batch()
     first = head.sample(cond, torch.Generator().manual_seed(3))
     assert torch.equal(first, head.sample(cond, torch.Generator().manual_seed(3)))
@@ -101,25 +112,25 @@ def test_sample_is_deterministic_with_a_generator(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("cls", "field", "value"),
     [
-        ("name", "diffusion"),
-        ("chunk_len", 0),
-        ("action_dim", 0),
-        ("hidden", 4),
-        ("depth", 0),
-        ("reg_loss", "huber"),
-        ("bins", 1),
-        ("temperature", -1.0),
-        ("steps", 0),
-        ("time_alpha", 0.0),
-        ("time_min", 1.0),
-        ("time_dim", 7),
+        (HeadConfig, "name", "diffusion"),
+        (FlowHeadConfig, "chunk_len", 0),
+        (RegressionHeadConfig, "action_dim", 0),
+        (BinnedHeadConfig, "hidden", 4),
+        (HeadConfig, "depth", 0),
+        (RegressionHeadConfig, "reg_loss", "huber"),
+        (BinnedHeadConfig, "bins", 1),
+        (BinnedHeadConfig, "temperature", -1.0),
+        (FlowHeadConfig, "steps", 0),
+        (FlowHeadConfig, "time_alpha", 0.0),
+        (FlowHeadConfig, "time_min", 1.0),
+        (FlowHeadConfig, "time_dim", 7),
     ],
 )
-def test_config_errors_name_the_field(field: str, value: object) -> None:
+def test_config_errors_name_the_field(cls: type[HeadConfig], field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"model\.policy\.head\.{field}\b"):
-        HeadConfig(**{field: value})  # type: ignore[arg-type]
+        cls(**{field: value})  # type: ignore[arg-type]
 
 
 def test_config_round_trips_through_dicts() -> None:
@@ -236,7 +247,7 @@ def test_flow_training_times_follow_the_documented_beta() -> None:
 def test_flow_learns_a_single_constant_chunk() -> None:
     torch.manual_seed(0)
     chunk = torch.tensor([0.5, -0.25, 0.8, 0.1]).view(1, 4, 1)  # (1, T, A) with A = 1
-    head = build_head(HeadConfig(name="flow", chunk_len=4, action_dim=1, hidden=64), 4)
+    head = build_head(FlowHeadConfig(chunk_len=4, action_dim=1, hidden=64), 4)
     cond, mask = torch.zeros(64, 4), torch.ones(64, 4, dtype=torch.bool)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 300)

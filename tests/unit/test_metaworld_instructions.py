@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from vla_align.data.metaworld_instructions import INSTRUCTIONS, instruction_for, instructions_for
 from vla_align.data.paraphrase import Paraphraser
 from vla_align.errors import UserError
-from vla_align.sim.metaworld import MT10_TASKS, MT50_TASKS, make_env, resolve_tasks
+from vla_align.sim.metaworld.env import MT10_TASKS, MT50_TASKS, make_env, resolve_tasks
+from vla_align.sim.metaworld.instructions import INSTRUCTIONS, instruction_for, instructions_for
 
 
 def test_every_mt50_task_has_three_distinct_instructions() -> None:

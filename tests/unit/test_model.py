@@ -1,14 +1,17 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from tests.unit.test_step import memory_table
 
 from vla_align.data.episode import ActionSpec
 from vla_align.encoders.image import random_shift
 from vla_align.encoders.text import TEXT_BACKBONES, minilm_available
 from vla_align.losses import AlignmentLoss, LossConfig
-from vla_align.modalities import PAIRS, Batch
+from vla_align.modalities import MODALITIES, PAIRS, Batch
 from vla_align.presets import get_preset
+from vla_align.step import StepBatch, TrainingStep
 
 SPECS = {
     "discrete": ActionSpec(kind="discrete", num_actions=7),
@@ -44,15 +47,14 @@ def test_every_parameter_gets_a_gradient(kind: str, backbone: str) -> None:
     cfg.model.text.backbone = backbone  # type: ignore[assignment]
     model = cfg.model.build(SPECS[kind])
     batch = make_batch(SPECS[kind])
-    emb = model(batch)
-    for m in ("image", "text", "action"):
-        z = emb.get(m)  # type: ignore[arg-type]
+    unit = TrainingStep(cfg, model, memory_table(SPECS[kind]))  # the training step's loss assembly
+    losses = unit.compute_losses(StepBatch(batch, np.random.default_rng(0)), step=0)
+    for m in MODALITIES:
+        z = losses.out.emb.get(m)
         assert z.shape == (6, cfg.model.embed_dim)
         torch.testing.assert_close(z.norm(dim=-1), torch.ones(6))
-    objective = AlignmentLoss(LossConfig())
-    losses = objective(emb, batch, {p: model.logit_scale(p) for p in PAIRS}, step=0)
-    assert set(losses) == set(PAIRS)
-    objective.total(losses).backward()
+    assert set(losses.values) == set(PAIRS)
+    sum(losses.weighted.values(), torch.zeros(())).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
@@ -98,10 +100,10 @@ def test_image_size_agnostic_and_random_shift() -> None:
 def test_scratch_text_runs_each_distinct_instruction_alone() -> None:
     """The scratch encoder deduplicates and trims a batch; each row must equal that text run alone,
     padded to max_words, and the gradient must reach the word embeddings of every distinct text."""
-    from vla_align.encoders.text import ScratchText, TextEncoderConfig, hash_words
+    from vla_align.encoders.text import ScratchText, ScratchTextConfig, hash_words
 
     torch.manual_seed(0)
-    cfg = TextEncoderConfig(backbone="scratch", feature_dim=16, word_dim=8, vocab_buckets=64, max_words=12)
+    cfg = ScratchTextConfig(feature_dim=16, word_dim=8, vocab_buckets=64, max_words=12)
     enc = ScratchText(cfg)
     texts = ["go to the red ball", "put the blue key next to the grey box", "go to the red ball", "open a door"]
     out = enc(texts)

@@ -60,7 +60,7 @@ def test_attention_heat_uses_cross_attention_when_the_fusion_has_it(fusion: str)
     from vla_align.data.episode import ActionSpec
     from vla_align.policy import PolicyConfig
     from vla_align.presets import get_preset
-    from vla_align.report.failures import attention_heat
+    from vla_align.sim.babyai.failures import attention_heat
 
     cfg = get_preset("tiny")
     cfg.model.policy = PolicyConfig(enabled=True, fusion=fusion, hidden=32, history=2)

@@ -1,8 +1,8 @@
 """Multi-objective balancing (chapter 5.10): fixed sum, uncertainty weighting, GradNorm, PCGrad,
-PCGrad → GradNorm, and gradient-conflict diagnostics. See ``base`` for the interface."""
+PCGrad → GradNorm, and gradient-conflict diagnostics. See ``base`` for the interface and ``config``
+for ``BALANCERS`` (name -> config class); importing this package registers every balancer."""
 
 from .base import (
-    BALANCERS,
     VJP_STATUS,
     Balancer,
     PerObjectiveBalancer,
@@ -11,20 +11,22 @@ from .base import (
     shared_gram,
     shared_mask,
 )
-from .config import BalancerConfig, BalancerName
+from .config import BALANCERS, BalancerConfig, BalancerName
 from .diagnostics import bin_edges, conflict_histogram, diagnose, gradient_cosines
-from .fixed import FixedBalancer
-from .gradnorm import GradNormBalancer
+from .fixed import FixedBalancer, FixedBalancerConfig
+from .gradnorm import GradNormBalancer, GradNormBalancerConfig
 from .pcgrad import (
     PCGradBalancer,
+    PCGradBalancerConfig,
     PCGradGradNormBalancer,
+    PCGradGradNormBalancerConfig,
     pcgrad_coefficients,
     pcgrad_project,
     pcgrad_sum,
     pcgrad_weights,
     projection_orders,
 )
-from .uncertainty import UncertaintyBalancer
+from .uncertainty import UncertaintyBalancer, UncertaintyBalancerConfig
 
 __all__ = [
     "BALANCERS",
@@ -33,11 +35,16 @@ __all__ = [
     "BalancerConfig",
     "BalancerName",
     "FixedBalancer",
+    "FixedBalancerConfig",
     "GradNormBalancer",
+    "GradNormBalancerConfig",
     "PCGradBalancer",
+    "PCGradBalancerConfig",
     "PCGradGradNormBalancer",
+    "PCGradGradNormBalancerConfig",
     "PerObjectiveBalancer",
     "UncertaintyBalancer",
+    "UncertaintyBalancerConfig",
     "bin_edges",
     "conflict_histogram",
     "diagnose",

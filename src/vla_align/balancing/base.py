@@ -36,13 +36,12 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..registry import Registry
 
 VJPMode = Literal["auto", "batched", "loop"]
 Grads = dict[str, list[Tensor | None]]  # objective name -> one gradient (or None: not reached) per parameter
@@ -126,42 +125,13 @@ def per_objective_grads(
     used = [j for j in range(len(params)) if params[j].requires_grad and any(reach[n][j] for n in names)]
     if not used:
         return out
-    inputs = [params[j] for j in used]
     loop_here = VJP_STATUS.loop_on_cpu and all(losses[n].device.type == "cpu" for n in names)
     batched = mode == "batched" or (
         mode == "auto" and not loop_here and len(names) > 1 and not VJP_STATUS.batched_error
     )
-    if batched:
-        stacked = torch.stack([losses[n].reshape(()) for n in names])  # (K,)
-        eye = torch.eye(len(names), dtype=stacked.dtype, device=stacked.device)
-        try:
-            rows = torch.autograd.grad(
-                stacked,
-                inputs,
-                grad_outputs=eye,
-                is_grads_batched=True,
-                allow_unused=True,
-                retain_graph=True if mode == "auto" else retain_graph,
-            )
-        except RuntimeError as exc:
-            if mode == "batched":
-                raise
-            VJP_STATUS.batched_error = str(exc).strip().splitlines()[0][:200]
-            warnings.warn(
-                f"batched per-objective gradients are not supported by this graph ({VJP_STATUS.batched_error}); "
-                "falling back to one backward pass per objective",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        else:
-            for row_j, j in zip(rows, used, strict=True):
-                if row_j is None:
-                    continue
-                for i, n in enumerate(names):
-                    if reach[n][j]:
-                        out[n][j] = row_j[i]
-            VJP_STATUS.last_path = "batched"
-            return out
+    if batched and _batched_grads(losses, params, used, reach, out, mode, retain_graph):
+        VJP_STATUS.last_path = "batched"
+        return out
     todo = [(n, [j for j in used if reach[n][j]]) for n in names]
     todo = [(n, js) for n, js in todo if js]
     for k, (n, js) in enumerate(todo):
@@ -171,6 +141,49 @@ def per_objective_grads(
             out[n][j] = g
     VJP_STATUS.last_path = "loop"
     return out
+
+
+def _batched_grads(
+    losses: Mapping[str, Tensor],
+    params: list[Tensor],
+    used: list[int],
+    reach: dict[str, list[bool]],
+    out: Grads,
+    mode: VJPMode,
+    retain_graph: bool,
+) -> bool:
+    """The batched path of :func:`per_objective_grads` into ``out``; False when the graph does not
+    support it (``auto`` mode: remembered in :data:`VJP_STATUS`, the caller falls back to the loop)."""
+    names = list(losses)
+    stacked = torch.stack([losses[n].reshape(()) for n in names])  # (K,)
+    eye = torch.eye(len(names), dtype=stacked.dtype, device=stacked.device)
+    try:
+        rows = torch.autograd.grad(
+            stacked,
+            [params[j] for j in used],
+            grad_outputs=eye,
+            is_grads_batched=True,
+            allow_unused=True,
+            retain_graph=True if mode == "auto" else retain_graph,
+        )
+    except RuntimeError as exc:
+        if mode == "batched":
+            raise
+        VJP_STATUS.batched_error = str(exc).strip().splitlines()[0][:200]
+        warnings.warn(
+            f"batched per-objective gradients are not supported by this graph ({VJP_STATUS.batched_error}); "
+            "falling back to one backward pass per objective",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    for row_j, j in zip(rows, used, strict=True):
+        if row_j is None:
+            continue
+        for i, n in enumerate(names):
+            if reach[n][j]:
+                out[n][j] = row_j[i]
+    return True
 
 
 def shared_mask(grads: Grads) -> list[bool]:
@@ -239,8 +252,6 @@ class Balancer(nn.Module, ABC):
     must not silence); every returned multiplier is >= its floor.
     """
 
-    config_fields: ClassVar[tuple[str, ...]] = ()  # BalancerConfig fields the constructor takes
-
     def __init__(self, names: Sequence[str], floors: Mapping[str, float] | None = None) -> None:
         super().__init__()
         names = list(names)
@@ -277,13 +288,6 @@ class Balancer(nn.Module, ABC):
     def log_values(self) -> dict[str, float]:
         """Scalars for metrics.jsonl (``balance/...``); empty for stateless balancers."""
         return {}
-
-    def diagnose(self, losses: Mapping[str, Tensor], params: Iterable[Tensor], bins: int = 20) -> dict[str, Any]:
-        """Gradient-conflict metrics (see :func:`vla_align.balancing.diagnostics.diagnose`); call
-        before :meth:`backward` (the graph is kept)."""
-        from .diagnostics import diagnose
-
-        return diagnose(losses, params, bins=bins)
 
 
 def weighted_backward(losses: Mapping[str, Tensor], weights: Mapping[str, float], params: Sequence[Tensor]) -> None:
@@ -364,6 +368,3 @@ class LearnedStateMixin(nn.Module):
         param.grad = None
         with torch.no_grad():
             param.copy_(torch.where(active, param, before))
-
-
-BALANCERS: Registry[type[Balancer]] = Registry("balancer")

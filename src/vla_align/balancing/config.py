@@ -1,5 +1,9 @@
 """``loss.balancer``: which multi-objective balancer a run uses (chapter 5.10), and its settings.
 
+``BALANCERS`` maps each name to its config class, a :class:`BalancerConfig` (the shared fields:
+floors, conflict diagnostics) plus the balancer's own fields, which are its constructor's keyword
+arguments (``alpha``, ``lr``, ``seed``); each variant lives beside its balancer.
+
 Rule of thumb from the chapter: ``pcgrad`` first so the objectives stop stepping on each other,
 then ``pcgrad_gradnorm`` (α = 0.5) for fine tuning; give prior/distillation terms a ``floors``
 entry so an adaptive balancer cannot silence them.
@@ -10,15 +14,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+from ..config import VariantConfig, check_name, own_fields, resolve
 from ..errors import ConfigError
-from . import fixed, gradnorm, pcgrad, uncertainty  # noqa: F401  (register the balancers)
-from .base import BALANCERS, Balancer
+from ..registry import Registry
+from .base import Balancer
 
 # physical-prior and distillation terms: the chapter gives them a minimum weight ("保底权重")
 PRIOR_TERMS = ("feasibility", "distill", "spectral", "spectral_recon")
-BalancerName = Literal["fixed", "uncertainty", "gradnorm", "pcgrad", "pcgrad_gradnorm"]
+BalancerName = Literal["fixed", "uncertainty", "gradnorm", "pcgrad", "pcgrad_gradnorm"]  # BALANCERS' names (tested)
+WHERE = "loss.balancer"
+BALANCERS: Registry[type[BalancerConfig]] = Registry("balancer")
 
 
 def _parse_floors(value: object) -> dict[str, float]:
@@ -39,26 +46,37 @@ def _parse_floors(value: object) -> dict[str, float]:
     return dict(value)
 
 
+def check_alpha(alpha: float) -> None:
+    if not (math.isfinite(alpha) and 0.0 <= alpha <= 5.0):
+        raise ConfigError(
+            f"{WHERE}.alpha must be in [0, 5] (0 equalises gradient norms; the chapter uses 0.5), got {alpha}"
+        )
+
+
+def check_lr(lr: float) -> None:
+    if not 0.0 < lr <= 1.0:
+        raise ConfigError(f"{WHERE}.lr must be in (0, 1] (default 0.025), got {lr}")
+
+
+def check_seed(seed: int) -> None:
+    if seed < 0:
+        raise ConfigError(f"{WHERE}.seed must be >= 0, got {seed}")
+
+
 @dataclass
-class BalancerConfig:
+class BalancerConfig(VariantConfig):
+    """The fields every balancer shares; ``name`` picks the balancer (and its config class) in ``BALANCERS``."""
+
+    registry: ClassVar[Registry[Any]] = BALANCERS
+    module: ClassVar[type[Balancer]]  # the balancer this config builds (set by each variant)
+
     name: BalancerName = "fixed"
-    alpha: float = 0.5  # GradNorm restoring-force exponent (the chapter uses 0.5; 0 equalises gradient norms)
-    lr: float = 0.025  # Adam learning rate of the learned weights (GradNorm w_i, uncertainty s_i)
     floors: dict[str, float] = field(default_factory=dict)  # minimum multiplier per loss name, each in [0, 1]
     conflict_every: int = 1000  # log gradient-conflict diagnostics every this many steps (0 = never)
-    seed: int = 0  # PCGrad projection order: a generator seeded by (seed, step)
     prior_floor: float = 0.1  # default floor of the prior terms (PRIOR_TERMS) unless ``floors`` names them
 
     def __post_init__(self) -> None:
-        if self.name not in BALANCERS:
-            raise ConfigError(f"loss.balancer.name {self.name!r} is unknown; use one of {', '.join(BALANCERS.names())}")
-        if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 5.0):
-            raise ConfigError(
-                f"loss.balancer.alpha must be in [0, 5] (0 equalises gradient norms; the chapter uses 0.5), "
-                f"got {self.alpha}"
-            )
-        if not 0.0 < self.lr <= 1.0:
-            raise ConfigError(f"loss.balancer.lr must be in (0, 1] (default 0.025), got {self.lr}")
+        check_name(self, WHERE)
         self.floors = _parse_floors(self.floors)
         for key, value in self.floors.items():
             if not isinstance(key, str) or not key:
@@ -75,16 +93,14 @@ class BalancerConfig:
             raise ConfigError(
                 f"loss.balancer.prior_floor must be in [0, 1] (0 = no default floor), got {self.prior_floor}"
             )
-        if self.seed < 0:
-            raise ConfigError(f"loss.balancer.seed must be >= 0, got {self.seed}")
 
     def build(self, names: Sequence[str]) -> Balancer:
-        """The balancer for a run whose loss terms are ``names`` (every term it can produce)."""
-        cls = BALANCERS.get(self.name)
-        kwargs = {f: getattr(self, f) for f in cls.config_fields}
-        floors = {n: self.prior_floor for n in names if n in PRIOR_TERMS and self.prior_floor > 0}
-        floors.update(self.floors)
-        return cls(names, floors=floors, **kwargs)
+        """The balancer for a run whose loss terms are ``names`` (every term it can produce); the variant's
+        own fields are the balancer's keyword arguments."""
+        cfg = resolve(self)
+        floors = {n: cfg.prior_floor for n in names if n in PRIOR_TERMS and cfg.prior_floor > 0}
+        floors.update(cfg.floors)
+        return cfg.module(names, floors=floors, **own_fields(cfg))
 
     def diagnose_at(self, step: int) -> bool:
         """True on the steps the training loop should call ``balancer.diagnose`` (step counted from 0)."""

@@ -7,13 +7,14 @@ L = Σ_i λ_i L_i. Floors are at most 1 (BalancerConfig), so they never bind her
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from torch import Tensor
 
-from .base import BALANCERS, Balancer, trainable, weighted_backward
+from .base import Balancer, trainable, weighted_backward
+from .config import BALANCERS, BalancerConfig, BalancerName
 
 
-@BALANCERS.register("fixed")
 class FixedBalancer(Balancer):
     """g = Σ_i ∇L_i with one backward pass; returns 1.0 for every term."""
 
@@ -22,3 +23,10 @@ class FixedBalancer(Balancer):
         mult = dict.fromkeys(names, 1.0)
         weighted_backward({n: losses[n] for n in names}, mult, trainable(params))
         return mult
+
+
+@BALANCERS.register("fixed")
+@dataclass
+class FixedBalancerConfig(BalancerConfig):
+    name: BalancerName = "fixed"
+    module = FixedBalancer

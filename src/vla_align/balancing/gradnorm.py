@@ -21,21 +21,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .base import BALANCERS, LearnedStateMixin, PerObjectiveBalancer, VJPMode
+from .base import Balancer, LearnedStateMixin, PerObjectiveBalancer, VJPMode
+from .config import BALANCERS, BalancerConfig, BalancerName, check_alpha, check_lr
 
 MIN_WEIGHT = 1e-4  # weights are clamped to this before renormalising, so they stay positive
 
 
-@BALANCERS.register("gradnorm")
 class GradNormBalancer(LearnedStateMixin, PerObjectiveBalancer):
     """Learned weights w_i (initial 1); ``alpha`` is the restoring-force exponent, ``lr`` w's Adam rate."""
-
-    config_fields: ClassVar[tuple[str, ...]] = ("alpha", "lr")
 
     def __init__(
         self,
@@ -131,3 +130,18 @@ class GradNormBalancer(LearnedStateMixin, PerObjectiveBalancer):
         out = {f"balance/weight/{n}": w[i] for i, n in enumerate(self.names)}
         out.update(self._logs)
         return out
+
+
+@BALANCERS.register("gradnorm")
+@dataclass
+class GradNormBalancerConfig(BalancerConfig):
+    name: BalancerName = "gradnorm"
+    alpha: float = 0.5  # restoring-force exponent (the chapter uses 0.5; 0 equalises gradient norms)
+    lr: float = 0.025  # Adam learning rate of the weights w_i
+
+    module: ClassVar[type[Balancer]] = GradNormBalancer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_alpha(self.alpha)
+        check_lr(self.lr)

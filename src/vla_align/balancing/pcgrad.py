@@ -22,13 +22,14 @@ update is Σ_k c_k g_k, c = Σ_i C_i: the gradients are read twice (Gram, then t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .base import BALANCERS, PerObjectiveBalancer, VJPMode
-from .gradnorm import GradNormBalancer
+from .base import PerObjectiveBalancer, VJPMode
+from .config import BALANCERS, BalancerConfig, BalancerName, check_seed
+from .gradnorm import GradNormBalancer, GradNormBalancerConfig
 
 
 def projection_orders(k: int, seed: int, step: int) -> list[list[int]]:
@@ -82,11 +83,8 @@ def pcgrad_sum(grads: Tensor, orders: Sequence[Sequence[int]], scale: Sequence[f
     return coef @ grads
 
 
-@BALANCERS.register("pcgrad")
 class PCGradBalancer(PerObjectiveBalancer):
     """PCGrad over the shared tensors; every multiplier is 1 (floors, at most 1, never bind)."""
-
-    config_fields: ClassVar[tuple[str, ...]] = ("seed",)
 
     def __init__(
         self, names: Sequence[str], floors: Mapping[str, float] | None = None, seed: int = 0, vjp: VJPMode = "auto"
@@ -100,11 +98,8 @@ class PCGradBalancer(PerObjectiveBalancer):
         return pcgrad_weights(gram, projection_orders(len(names), self.seed, step)), dict.fromkeys(names, 1.0)
 
 
-@BALANCERS.register("pcgrad_gradnorm")
 class PCGradGradNormBalancer(GradNormBalancer):
     """Σ_i PC(w_i g_i): GradNorm weights, then PCGrad projection of the weighted gradients."""
-
-    config_fields: ClassVar[tuple[str, ...]] = ("alpha", "lr", "seed")
 
     def __init__(
         self,
@@ -120,3 +115,29 @@ class PCGradGradNormBalancer(GradNormBalancer):
 
     def mix(self, gram: Tensor, weights: list[float], step: int) -> list[float]:
         return pcgrad_weights(gram, projection_orders(len(weights), self.seed, step), scale=weights)
+
+
+@BALANCERS.register("pcgrad")
+@dataclass
+class PCGradBalancerConfig(BalancerConfig):
+    name: BalancerName = "pcgrad"
+    seed: int = 0  # projection order: a generator seeded by (seed, step)
+
+    module = PCGradBalancer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_seed(self.seed)
+
+
+@BALANCERS.register("pcgrad_gradnorm")
+@dataclass
+class PCGradGradNormBalancerConfig(GradNormBalancerConfig):
+    name: BalancerName = "pcgrad_gradnorm"
+    seed: int = 0  # projection order: a generator seeded by (seed, step)
+
+    module = PCGradGradNormBalancer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_seed(self.seed)

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .base import BALANCERS, Balancer, LearnedStateMixin, trainable, weighted_backward
+from .base import Balancer, LearnedStateMixin, trainable, weighted_backward
+from .config import BALANCERS, BalancerConfig, BalancerName, check_lr
 
 
-@BALANCERS.register("uncertainty")
 class UncertaintyBalancer(LearnedStateMixin, Balancer):
     """Learned s_i = log σ_i² per name (initial 0, m_i = 1/2); ``lr`` is its Adam's learning rate."""
-
-    config_fields: ClassVar[tuple[str, ...]] = ("lr",)
 
     def __init__(self, names: Sequence[str], floors: Mapping[str, float] | None = None, lr: float = 0.025) -> None:
         super().__init__(names, floors)
@@ -75,3 +73,16 @@ class UncertaintyBalancer(LearnedStateMixin, Balancer):
         out = {f"balance/weight/{n}": m for n, m in self.multipliers().items()}
         out.update({f"balance/sigma/{n}": math.exp(s[i] / 2) for i, n in enumerate(self.names)})
         return out
+
+
+@BALANCERS.register("uncertainty")
+@dataclass
+class UncertaintyBalancerConfig(BalancerConfig):
+    name: BalancerName = "uncertainty"
+    lr: float = 0.025  # Adam learning rate of the s_i
+
+    module = UncertaintyBalancer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_lr(self.lr)

@@ -146,8 +146,10 @@ def _numeric(col: pa.ChunkedArray, file: Path, name: str) -> np.ndarray:
         flat = arr.flatten().to_numpy(zero_copy_only=False)
         if len(arr) and len(flat) % len(arr):
             raise DatasetError(f"{file}: column {name!r} has rows of different lengths; regenerate the dataset")
-        return flat.reshape(len(arr), -1)
-    return arr.to_numpy(zero_copy_only=False)
+        result: np.ndarray = flat.reshape(len(arr), -1)
+        return result
+    column: np.ndarray = arr.to_numpy(zero_copy_only=False)
+    return column
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

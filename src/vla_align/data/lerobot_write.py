@@ -193,6 +193,134 @@ def _columns(ep: Episode, i: int, index: int, task_index: int, fps: float, spec:
     return cols
 
 
+def _episode_table(ep: Episode, cols: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+    """Episode ``ep``'s rows: the numeric ``cols`` then its frames as PNG image structs."""
+    pngs = pa.array([_encode_png(f) for f in ep.frames], pa.binary())
+    arrays = [
+        pa.array(v) if v.ndim == 1 else pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), v.shape[1])
+        for v in cols.values()
+    ]
+    arrays.append(pa.StructArray.from_arrays([pngs, pa.nulls(len(ep), pa.string())], fields=list(IMAGE_TYPE)))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _episode_row(ep: Episode, i: int, index: int, chunk: int, file: int) -> dict[str, Any]:
+    """The meta/episodes row of episode ``i``, whose frames are ``index`` onwards in data file (chunk, file)."""
+    n = len(ep)
+    return {
+        "episode_index": i,
+        "tasks": [ep.instruction],
+        "length": n,
+        "dataset_from_index": index,
+        "dataset_to_index": index + n,
+        "data/chunk_index": chunk,
+        "data/file_index": file,
+        "meta/episodes/chunk_index": 0,
+        "meta/episodes/file_index": 0,
+        "seed": int(ep.seed),
+        "success": bool(ep.success),
+        "env_task": ep.task,
+    }
+
+
+class _EpisodeSink:
+    """Checks and appends episodes to the data files, collecting the tasks, meta/episodes rows and stats."""
+
+    def __init__(self, root: Path, spec: ActionSpec, fps: float, data_file_size_mb: float) -> None:
+        self.root, self.spec, self.fps, self.data_file_size_mb = root, spec, fps, data_file_size_mb
+        self.tasks: dict[str, int] = {}
+        self.rows: list[dict[str, Any]] = []  # meta/episodes rows
+        self.stats: dict[str, _Stats] = {k: _Stats() for k in ("timestamp", *INDEX_KEYS, "action")}
+        self.image_stats = _ImageStats()
+        self.files: _DataFiles | None = None
+        self.first: Episode | None = None
+        self.index = 0  # global index of the next frame
+
+    def _start(self, ep: Episode) -> None:
+        """The first episode fixes the schema (state or not) and opens the data files."""
+        self.first = ep
+        state_dim = None if ep.state is None else int(ep.state.shape[1])
+        self.files = _DataFiles(self.root, _schema(self.spec, state_dim), int(self.data_file_size_mb * 2**20))
+        if ep.state is not None:
+            self.stats["observation.state"] = _Stats()
+
+    def add(self, i: int, ep: Episode) -> None:
+        """Check and append episode ``i``."""
+        _check_episode(ep, i, self.spec, self.first)
+        if self.first is None:
+            self._start(ep)
+        assert self.files is not None
+        n = len(ep)
+        task_index = self.tasks.setdefault(ep.instruction, len(self.tasks))
+        cols = _columns(ep, i, self.index, task_index, self.fps, self.spec)
+        chunk, file = self.files.append(_episode_table(ep, cols, self.files.schema))
+        for k, v in cols.items():
+            self.stats[k].add(v)
+        self.image_stats.add(ep.frames)
+        self.rows.append(_episode_row(ep, i, self.index, chunk, file))
+        self.index += n
+
+
+def _features(first: Episode, spec: ActionSpec) -> dict[str, Any]:
+    """info.json's ``features``, shapes taken from the first episode."""
+    features = {
+        IMAGE_KEY: _feature("image", list(first.frames.shape[1:]), ["height", "width", "channels"]),
+        "action": _feature("int64", [1], ["action_id"])
+        if spec.kind == "discrete"
+        else _feature("float32", [spec.dim], list(spec.names) or None),
+    }
+    if first.state is not None:
+        features["observation.state"] = _feature("float32", [int(first.state.shape[1])])
+    features["timestamp"] = _feature("float32", [1])
+    features.update({k: _feature("int64", [1]) for k in INDEX_KEYS})
+    return features
+
+
+def _info(
+    sink: _EpisodeSink,
+    first: Episode,
+    fps: float,
+    splits: dict[str, tuple[int, int]],
+    robot_type: str,
+    extra: dict[str, Any] | None,
+    data_file_size_mb: float,
+) -> dict[str, Any]:
+    """meta/info.json for the episodes ``sink`` took, ``first`` among them."""
+    return {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": len(sink.rows),
+        "total_frames": sink.index,
+        "total_tasks": len(sink.tasks),
+        "chunks_size": CHUNKS_SIZE,
+        "data_files_size_in_mb": int(data_file_size_mb) if float(data_file_size_mb).is_integer() else data_file_size_mb,
+        "video_files_size_in_mb": 200,
+        "fps": fps,
+        "splits": {name: f"{start}:{end}" for name, (start, end) in splits.items()},
+        "data_path": DATA_PATH,
+        "video_path": None,
+        "features": _features(first, sink.spec),
+        "vla_align": {"action_spec": sink.spec.to_dict(), **(extra or {})},
+    }
+
+
+def _write_meta(root: Path, sink: _EpisodeSink, info: dict[str, Any]) -> None:
+    """meta/episodes, meta/tasks.parquet, meta/stats.json and meta/info.json under ``root``."""
+    pq.write_table(pa.Table.from_pylist(sink.rows), _mkparent(root / EPISODES_PATH))
+    pq.write_table(
+        pa.table(
+            {
+                "task_index": pa.array(list(sink.tasks.values()), pa.int64()),
+                "task": pa.array(list(sink.tasks), pa.string()),
+            }
+        ),
+        root / "meta" / "tasks.parquet",
+    )
+    all_stats = {k: s.to_dict() for k, s in sink.stats.items()}
+    write_json(root / "meta" / "stats.json", {IMAGE_KEY: sink.image_stats.to_dict(), **all_stats})
+    write_json(root / "meta" / "info.json", info)
+
+
 def write_dataset(
     path: str | Path,
     episodes: Iterable[Episode],
@@ -217,99 +345,19 @@ def write_dataset(
         raise DatasetError(f"{path} already exists; pass --overwrite or choose another --out")
     bar_cm = progress_bar(description, total_episodes) if total_episodes else contextlib.nullcontext()
     with atomic_directory(path, overwrite=True) as root, bar_cm as bar:
-        tasks: dict[str, int] = {}
-        rows: list[dict[str, Any]] = []  # meta/episodes rows
-        stats: dict[str, _Stats] = {k: _Stats() for k in ("timestamp", *INDEX_KEYS, "action")}
-        image_stats = _ImageStats()
-        files: _DataFiles | None = None
-        first: Episode | None = None
-        index = 0
+        sink = _EpisodeSink(root, action_spec, fps, data_file_size_mb)
         for i, ep in enumerate(episodes):
-            _check_episode(ep, i, action_spec, first)
-            if first is None:
-                first = ep
-                state_dim = None if ep.state is None else int(ep.state.shape[1])
-                files = _DataFiles(root, _schema(action_spec, state_dim), int(data_file_size_mb * 2**20))
-                if ep.state is not None:
-                    stats["observation.state"] = _Stats()
-            assert files is not None
-            n = len(ep)
-            task_index = tasks.setdefault(ep.instruction, len(tasks))
-            cols = _columns(ep, i, index, task_index, fps, action_spec)
-            pngs = pa.array([_encode_png(f) for f in ep.frames], pa.binary())
-            arrays = [
-                pa.array(v) if v.ndim == 1 else pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), v.shape[1])
-                for v in cols.values()
-            ]
-            arrays.append(pa.StructArray.from_arrays([pngs, pa.nulls(n, pa.string())], fields=list(IMAGE_TYPE)))
-            chunk, file = files.append(pa.Table.from_arrays(arrays, schema=files.schema))
-            for k, v in cols.items():
-                stats[k].add(v)
-            image_stats.add(ep.frames)
-            rows.append(
-                {
-                    "episode_index": i,
-                    "tasks": [ep.instruction],
-                    "length": n,
-                    "dataset_from_index": index,
-                    "dataset_to_index": index + n,
-                    "data/chunk_index": chunk,
-                    "data/file_index": file,
-                    "meta/episodes/chunk_index": 0,
-                    "meta/episodes/file_index": 0,
-                    "seed": int(ep.seed),
-                    "success": bool(ep.success),
-                    "env_task": ep.task,
-                }
-            )
-            index += n
+            sink.add(i, ep)
             if bar is not None:
-                bar.advance(1, info=f"{index} frames")
-        if files is None or first is None:
+                bar.advance(1, info=f"{sink.index} frames")
+        if sink.files is None or sink.first is None:
             raise DatasetError(f"{path}: no episodes to write; a dataset needs at least one episode")
-        files.close()
+        sink.files.close()
         for name, (start, end) in splits.items():
-            if not 0 <= start <= end <= len(rows):
-                raise DatasetError(f"split {name!r} = {start}:{end} is outside the {len(rows)} episodes written")
-
-        features = {
-            IMAGE_KEY: _feature("image", list(first.frames.shape[1:]), ["height", "width", "channels"]),
-            "action": _feature("int64", [1], ["action_id"])
-            if action_spec.kind == "discrete"
-            else _feature("float32", [action_spec.dim], list(action_spec.names) or None),
-        }
-        if first.state is not None:
-            features["observation.state"] = _feature("float32", [int(first.state.shape[1])])
-        features["timestamp"] = _feature("float32", [1])
-        features.update({k: _feature("int64", [1]) for k in INDEX_KEYS})
-        info = {
-            "codebase_version": CODEBASE_VERSION,
-            "robot_type": robot_type,
-            "total_episodes": len(rows),
-            "total_frames": index,
-            "total_tasks": len(tasks),
-            "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": int(data_file_size_mb)
-            if float(data_file_size_mb).is_integer()
-            else data_file_size_mb,
-            "video_files_size_in_mb": 200,
-            "fps": fps,
-            "splits": {name: f"{start}:{end}" for name, (start, end) in splits.items()},
-            "data_path": DATA_PATH,
-            "video_path": None,
-            "features": features,
-            "vla_align": {"action_spec": action_spec.to_dict(), **(extra or {})},
-        }
-        pq.write_table(pa.Table.from_pylist(rows), _mkparent(root / EPISODES_PATH))
-        pq.write_table(
-            pa.table(
-                {"task_index": pa.array(list(tasks.values()), pa.int64()), "task": pa.array(list(tasks), pa.string())}
-            ),
-            root / "meta" / "tasks.parquet",
-        )
-        all_stats = {k: s.to_dict() for k, s in stats.items()}
-        write_json(root / "meta" / "stats.json", {IMAGE_KEY: image_stats.to_dict(), **all_stats})
-        write_json(root / "meta" / "info.json", info)
+            if not 0 <= start <= end <= len(sink.rows):
+                raise DatasetError(f"split {name!r} = {start}:{end} is outside the {len(sink.rows)} episodes written")
+        info = _info(sink, sink.first, fps, splits, robot_type, extra, data_file_size_mb)
+        _write_meta(root, sink, info)
     return path
 
 

@@ -64,4 +64,5 @@ class ChunkSampler:
         if how == "first":
             return t.episode_start.copy()
         rng = np.random.default_rng(seed)
-        return t.episode_start + (rng.random(t.num_episodes) * t.episode_length).astype(np.int64)
+        result: np.ndarray = t.episode_start + (rng.random(t.num_episodes) * t.episode_length).astype(np.int64)
+        return result

@@ -59,7 +59,8 @@ def _inv_sqrt(cov: Tensor, eps: float) -> Tensor:
     ridge = eps * scale if scale > 0 else eps
     vals, vecs = torch.linalg.eigh(cov + ridge * torch.eye(d, dtype=cov.dtype))  # (D,), (D, D)
     vals = vals.clamp(min=ridge)
-    return (vecs * vals.rsqrt()) @ vecs.T  # (D, D)
+    result: Tensor = (vecs * vals.rsqrt()) @ vecs.T  # (D, D)
+    return result
 
 
 def cca(x: Tensor, y: Tensor, k: int | None = None, eps: float = 1e-6) -> Tensor:
@@ -76,7 +77,8 @@ def cca(x: Tensor, y: Tensor, k: int | None = None, eps: float = 1e-6) -> Tensor
     sxy = xc.T @ yc / (n - 1)  # (D1, D2)
     t = _inv_sqrt(sxx, eps) @ sxy @ _inv_sqrt(syy, eps)  # (D1, D2)
     rho = torch.linalg.svdvals(t).clamp(0.0, 1.0)  # (min(D1, D2),) descending
-    return rho if k is None else rho[: max(int(k), 0)]
+    result: Tensor = rho if k is None else rho[: max(int(k), 0)]
+    return result
 
 
 def mean_cca(x: Tensor, y: Tensor, k: int | None = None, eps: float = 1e-6) -> float:

@@ -2,14 +2,24 @@
 
 from .action import ActionEncoder, ActionEncoderConfig
 from .image import ImageEncoder, ImageEncoderConfig
-from .text import TEXT_BACKBONES, TextEncoder, TextEncoderConfig
+from .text import (
+    TEXT_BACKBONES,
+    AutoTextConfig,
+    MiniLMTextConfig,
+    ScratchTextConfig,
+    TextEncoder,
+    TextEncoderConfig,
+)
 
 __all__ = [
     "TEXT_BACKBONES",
     "ActionEncoder",
     "ActionEncoderConfig",
+    "AutoTextConfig",
     "ImageEncoder",
     "ImageEncoderConfig",
+    "MiniLMTextConfig",
+    "ScratchTextConfig",
     "TextEncoder",
     "TextEncoderConfig",
 ]

@@ -53,4 +53,5 @@ class ActionEncoder(nn.Module):
         steps = self.step(x)  # (B, T, S)
         m = mask.to(steps.dtype).unsqueeze(-1)  # (B, T, 1)
         steps = (steps + self.position) * m  # (B, T, S), zero past the end
-        return self.mlp(torch.cat([steps, m], dim=-1).flatten(1))  # (B, F)
+        out: Tensor = self.mlp(torch.cat([steps, m], dim=-1).flatten(1))  # (B, F)
+        return out

@@ -57,7 +57,8 @@ class ImageEncoder(nn.Module):
 
     def patches(self, image: Tensor) -> Tensor:
         """(B, H, W, 3) uint8 -> (B, C, h, w) conv feature map (for cross-attention and Grad-CAM)."""
-        return self.conv(self.preprocess(image))
+        out: Tensor = self.conv(self.preprocess(image))
+        return out
 
     def forward(self, image: Tensor) -> Tensor:  # (B, H, W, 3) uint8 -> (B, F)
         return self.pool(self.patches(image))
@@ -68,7 +69,8 @@ class ImageEncoder(nn.Module):
             parts.append(nn.functional.adaptive_avg_pool2d(x, self.cfg.pool).flatten(1))  # (B, C*p*p)
         if self.cfg.max_pool:
             parts.append(x.amax(dim=(2, 3)))  # (B, C)
-        return self.fc(torch.cat(parts, dim=1))
+        out: Tensor = self.fc(torch.cat(parts, dim=1))
+        return out
 
 
 def random_shift(image: Tensor, pad: int, generator: torch.Generator | None = None) -> Tensor:

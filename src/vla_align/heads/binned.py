@@ -14,21 +14,24 @@ The MLP outputs (B, T, A, bins) logits; loss = cross-entropy per (t, a), average
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import HEADS, WHERE, ActionHead, HeadConfig, masked_mean, mlp
+from .base import HEADS, WHERE, ActionHead, HeadConfig, HeadName, masked_mean, mlp
 
 
-@HEADS.register("binned")
 class BinnedHead(ActionHead):
+    cfg: BinnedHeadConfig
     low: Tensor
     high: Tensor
 
-    def __init__(self, cfg: HeadConfig, cond_dim: int) -> None:
+    def __init__(self, cfg: BinnedHeadConfig, cond_dim: int) -> None:
         super().__init__(cfg, cond_dim)
         self.bins = cfg.bins
         self.net = mlp(cond_dim, cfg.hidden, cfg.chunk_len * cfg.action_dim * cfg.bins, cfg.depth)
@@ -79,7 +82,8 @@ class BinnedHead(ActionHead):
 
     def forward(self, cond: Tensor) -> Tensor:
         self.check_cond(cond)
-        return self.net(cond).view(len(cond), self.chunk_len, self.action_dim, self.bins)  # (B, T, A, K)
+        out: Tensor = self.net(cond).view(len(cond), self.chunk_len, self.action_dim, self.bins)  # (B, T, A, K)
+        return out
 
     def loss(self, cond: Tensor, target: Tensor, mask: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         target = self.check_inputs(cond, target, mask)  # (B, T, A)
@@ -96,3 +100,20 @@ class BinnedHead(ActionHead):
             probs = torch.softmax(logits.float() / self.cfg.temperature, dim=-1).reshape(-1, self.bins)
             k = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])  # (B, T, A)
         return self.from_bins(k).to(cond.dtype)  # (B, T, A) bin centres, in cond's dtype (not autocast's)
+
+
+@HEADS.register("binned")
+@dataclass
+class BinnedHeadConfig(HeadConfig):
+    name: HeadName = "binned"
+    bins: int = 256  # uniform bins per dimension between the bounds (1st / 99th percentiles of training actions)
+    temperature: float = 0.0  # sampling: 0 = argmax bin; > 0 samples softmax(logits / temperature)
+
+    module = BinnedHead
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 2 <= self.bins <= 4096:
+            raise ConfigError(f"{WHERE}.bins must be in 2..4096 (RT-2 / OpenVLA use 256), got {self.bins}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"{WHERE}.temperature must be >= 0 (0 = argmax), got {self.temperature}")

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .base import HEADS, ActionHead, HeadConfig, masked_mean, mlp
+from ..errors import ConfigError
+from .base import HEADS, WHERE, ActionHead, HeadConfig, HeadName, masked_mean, mlp
 
-__all__ = ["FlowHead", "euler_integrate", "sinusoidal_embedding"]
+__all__ = ["FlowHead", "FlowHeadConfig", "euler_integrate", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> Tensor:
@@ -53,9 +55,10 @@ def euler_integrate(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
     return x
 
 
-@HEADS.register("flow")
 class FlowHead(ActionHead):
-    def __init__(self, cfg: HeadConfig, cond_dim: int) -> None:
+    cfg: FlowHeadConfig
+
+    def __init__(self, cfg: FlowHeadConfig, cond_dim: int) -> None:
         super().__init__(cfg, cond_dim)
         flat = cfg.chunk_len * cfg.action_dim
         self.cond_norm = nn.LayerNorm(cond_dim)
@@ -65,7 +68,8 @@ class FlowHead(ActionHead):
         """v(x_t, t, cond): x (B, T, A), t (B,), cond (B, D) -> (B, T, A)."""
         temb = sinusoidal_embedding(t, self.cfg.time_dim).to(x.dtype)  # (B, E)
         h = torch.cat([x.flatten(1), temb, self.cond_norm(cond)], dim=-1)  # (B, T·A + E + D)
-        return self.net(h).view_as(x)  # (B, T, A)
+        out: Tensor = self.net(h).view_as(x)  # (B, T, A)
+        return out
 
     def sample_time(
         self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None
@@ -93,3 +97,26 @@ class FlowHead(ActionHead):
         shape = (len(cond), self.chunk_len, self.action_dim)
         noise = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)  # x at t = 1
         return euler_integrate(lambda x, t: self.velocity(x, t, cond), noise, self.cfg.steps)  # (B, T, A)
+
+
+@HEADS.register("flow")
+@dataclass
+class FlowHeadConfig(HeadConfig):
+    name: HeadName = "flow"
+    steps: int = 10  # Euler steps from noise (t = 1) to actions (t = 0)
+    time_alpha: float = 1.5  # training times: t = time_min + (1 − time_min) · s, s ~ Beta(time_alpha, 1)
+    time_min: float = 0.001
+    time_dim: int = 64  # sinusoidal time embedding size (even)
+
+    module = FlowHead
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.steps <= 1000:
+            raise ConfigError(f"{WHERE}.steps must be in 1..1000 Euler steps (SmolVLA uses 10), got {self.steps}")
+        if not (math.isfinite(self.time_alpha) and self.time_alpha > 0):
+            raise ConfigError(f"{WHERE}.time_alpha must be > 0 (SmolVLA: 1.5), got {self.time_alpha}")
+        if not 0 <= self.time_min < 1:
+            raise ConfigError(f"{WHERE}.time_min must be in [0, 1) (SmolVLA: 0.001), got {self.time_min}")
+        if self.time_dim < 2 or self.time_dim % 2:
+            raise ConfigError(f"{WHERE}.time_dim must be an even number >= 2, got {self.time_dim}")

@@ -1,25 +1,27 @@
 """The training signals beside the pair InfoNCE and the policy loss (chapter 5.3, 5.4, 5.6, gotchas
 1 and 6), each a registered objective that returns named loss terms.
 
-Every objective is an ``nn.Module`` built from the run's LossConfig; the ones with heads (cycle's
-g_VL / g_LA) keep them as submodules. They are training-only: the heads live in ``AuxiliaryLosses``,
+Every objective is an ``nn.Module`` whose class is registered in ``OBJECTIVES``; its classmethod
+``build(loss_cfg, model, table)`` reads the objective's settings from the run's LossConfig (the
+fields below) and returns None when they leave it off. The ones with heads (cycle's g_VL / g_LA)
+keep them as submodules. They are training-only: the heads live in ``AuxiliaryLosses``,
 whose state goes into ``train_state.pt`` (exact resume) but not into ``model.safetensors`` (what a
 deployed model needs). Term names key the balancer's weights and the ``loss/<name>`` log entries.
 
-=============  ==========================================  =====================================
-objective      terms                                        config
-=============  ==========================================  =====================================
-cycle          ``cycle``                                    ``loss.cycle.weight`` (λ_cyc, 0.2)
-trimodal       ``trimodal``                                 ``loss.trimodal``
-paraphrase     ``paraphrase``                               ``loss.paraphrase``
-balance        ``modality_balance``                         ``loss.modality_balance`` (+ margin)
-spectral       ``spectral``: 1 − γ_VA in band               ``loss.spectral.weight`` (+ window...)
-decoder        ``spectral_recon``, ``feasibility``         ``loss.spectral.recon_weight``,
-                                                            ``loss.physics.feasibility_weight``
-distill        ``distill``: reachability logits             ``loss.physics.distill_weight``
-codebook       ``vq_commit``, ``vq_agreement``              ``loss.codebook.weight`` (λ; commit
-               (+ ``vq_codebook`` without EMA)              λ·β, agreement λ·agreement)
-=============  ==========================================  =====================================
+==================  ==========================================  =====================================
+objective           terms                                        config
+==================  ==========================================  =====================================
+cycle               ``cycle``                                    ``loss.cycle.weight`` (λ_cyc, 0.2)
+trimodal            ``trimodal``                                 ``loss.trimodal``
+paraphrase          ``paraphrase``                               ``loss.paraphrase``
+modality_balance    ``modality_balance``                         ``loss.modality_balance`` (+ margin)
+spectral            ``spectral``: 1 − γ_VA in band               ``loss.spectral.weight`` (+ window...)
+decoder             ``spectral_recon``, ``feasibility``         ``loss.spectral.recon_weight``,
+                                                                 ``loss.physics.feasibility_weight``
+distill             ``distill``: reachability logits             ``loss.physics.distill_weight``
+codebook            ``vq_commit``, ``vq_agreement``              ``loss.codebook.weight`` (λ; commit
+                    (+ ``vq_codebook`` without EMA)              λ·β, agreement λ·agreement)
+==================  ==========================================  =====================================
 
 ``spectral`` encodes ``loss.spectral.windows`` windows of ``loss.spectral.window`` consecutive
 frames, projects each frame's z_V to the action's channels with a learned linear map (discrete
@@ -39,9 +41,8 @@ statistics, restart counters) are part of ``train_state.pt``'s "aux" state like 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -78,8 +79,16 @@ class Context:
 
 
 class Objective(nn.Module):
-    needs: tuple[Modality, ...] = ()  # embeddings the objective reads
-    needs_policy: bool = False
+    """A training signal beside the pair InfoNCE and the policy loss; ``OBJECTIVES`` maps its name to
+    its class, whose ``build`` reads the objective's settings from the run's LossConfig."""
+
+    needs: ClassVar[tuple[Modality, ...]] = ()  # embeddings the objective reads
+    needs_policy: ClassVar[bool] = False
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
+        """The objective for a run, or None when ``cfg`` leaves it off (its weights are 0)."""
+        raise NotImplementedError
 
     def weights(self) -> dict[str, float]:  # term -> prior weight λ
         raise NotImplementedError
@@ -87,13 +96,21 @@ class Objective(nn.Module):
     def forward(self, ctx: Context) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def log_values(self) -> dict[str, float]:
+        """Scalars of the last call for metrics.jsonl (none by default)."""
+        return {}
 
-ObjectiveBuilder = Callable[["LossConfig", "TriModalModel", "FrameTable"], Objective | None]
-OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
+@OBJECTIVES.register("cycle")
 class Cycle(Objective):
     needs = ("image", "text", "action")
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Cycle | None:
+        return cls(cfg, model) if cfg.cycle.weight > 0 else None
 
     def __init__(self, cfg: LossConfig, model: TriModalModel) -> None:
         super().__init__()
@@ -108,13 +125,13 @@ class Cycle(Objective):
         return {"cycle": self.loss(e.get("image"), e.get("text"), e.get("action"))}
 
 
-@OBJECTIVES.register("cycle")
-def _cycle(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    return Cycle(cfg, model) if cfg.cycle.weight > 0 else None
-
-
+@OBJECTIVES.register("trimodal")
 class Trimodal(Objective):
     needs = ("image", "text", "action")
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Trimodal | None:
+        return cls(cfg.trimodal) if cfg.trimodal > 0 else None
 
     def __init__(self, weight: float) -> None:
         super().__init__()
@@ -128,13 +145,13 @@ class Trimodal(Objective):
         return {"trimodal": trimodal_consistency(e.get("image"), e.get("text"), e.get("action"))}
 
 
-@OBJECTIVES.register("trimodal")
-def _trimodal(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    return Trimodal(cfg.trimodal) if cfg.trimodal > 0 else None
-
-
+@OBJECTIVES.register("paraphrase")
 class Paraphrase(Objective):
     needs = ("text", "action")
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Paraphrase | None:
+        return cls(cfg.paraphrase, table) if cfg.paraphrase > 0 else None
 
     def __init__(self, weight: float, table: FrameTable) -> None:
         super().__init__()
@@ -154,13 +171,17 @@ class Paraphrase(Objective):
         return {"paraphrase": paraphrase_consistency(para, e.get("text"), e.get("action"), scale, positives)}
 
 
-@OBJECTIVES.register("paraphrase")
-def _paraphrase(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    return Paraphrase(cfg.paraphrase, table) if cfg.paraphrase > 0 else None
-
-
+@OBJECTIVES.register("modality_balance")
 class ModalityBalance(Objective):
     needs_policy = True
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> ModalityBalance | None:
+        if cfg.modality_balance <= 0:
+            return None
+        if model.policy is None:
+            raise ConfigError("loss.modality_balance needs a policy (the balance is measured on its actions); set 0")
+        return cls(cfg.modality_balance, cfg.balance_margin)
 
     def __init__(self, weight: float, margin: float) -> None:
         super().__init__()
@@ -183,18 +204,17 @@ class ModalityBalance(Objective):
         self.last_kl = {m: float(v.detach()) for m, v in kls.items()}
         return {"modality_balance": loss}
 
-
-@OBJECTIVES.register("modality_balance")
-def _balance(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    if cfg.modality_balance <= 0:
-        return None
-    if model.policy is None:
-        raise ConfigError("loss.modality_balance needs a policy (the balance is measured on its actions); set 0")
-    return ModalityBalance(cfg.modality_balance, cfg.balance_margin)
+    def log_values(self) -> dict[str, float]:
+        return {f"modality/kl/{m}": v for m, v in self.last_kl.items()}
 
 
+@OBJECTIVES.register("spectral")
 class Spectral(Objective):
     """L_spec between the visual trajectory (projected to the action channels) and the actions."""
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Spectral | None:
+        return cls(cfg, model, table) if cfg.spectral.weight > 0 else None
 
     def __init__(self, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> None:
         super().__init__()
@@ -243,10 +263,8 @@ class Spectral(Objective):
                 self.last_coherence = float(gamma.nanmean())
         return {"spectral": loss}
 
-
-@OBJECTIVES.register("spectral")
-def _spectral(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    return Spectral(cfg, model, table) if cfg.spectral.weight > 0 else None
+    def log_values(self) -> dict[str, float]:
+        return {"health/coherence/image_action": self.last_coherence}
 
 
 def _training_limits(cfg: LossConfig, table: FrameTable) -> PhysicalLimits:
@@ -264,10 +282,18 @@ def _continuous_only(table: FrameTable, what: str) -> None:
         raise ConfigError(f"{what} acts on continuous action chunks; {table.root} has discrete actions: set it to 0")
 
 
+@OBJECTIVES.register("decoder")
 class Decoder(Objective):
     """z_A -> the action chunk: low-frequency-first reconstruction and the feasibility penalty."""
 
     needs = ("action",)
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Decoder | None:
+        if cfg.spectral.recon_weight <= 0 and cfg.physics.feasibility_weight <= 0:
+            return None
+        _continuous_only(table, "loss.spectral.recon_weight / loss.physics.feasibility_weight")
+        return cls(cfg, model, table)
 
     def __init__(self, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> None:
         super().__init__()
@@ -298,18 +324,18 @@ class Decoder(Objective):
         return out
 
 
-@OBJECTIVES.register("decoder")
-def _decoder(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    if cfg.spectral.recon_weight <= 0 and cfg.physics.feasibility_weight <= 0:
-        return None
-    _continuous_only(table, "loss.spectral.recon_weight / loss.physics.feasibility_weight")
-    return Decoder(cfg, model, table)
-
-
+@OBJECTIVES.register("distill")
 class Distill(Objective):
     """A head on z_A learns the feasibility checker's soft reachable logit (chapter 5.6, gotcha 9)."""
 
     needs = ("action",)
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Distill | None:
+        if cfg.physics.distill_weight <= 0:
+            return None
+        _continuous_only(table, "loss.physics.distill_weight")
+        return cls(cfg, model, table)
 
     def __init__(self, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> None:
         super().__init__()
@@ -334,16 +360,13 @@ class Distill(Objective):
         return {"distill": distillation_loss(student, teacher.to(student.dtype), self.temperature)}
 
 
-@OBJECTIVES.register("distill")
-def _distill(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    if cfg.physics.distill_weight <= 0:
-        return None
-    _continuous_only(table, "loss.physics.distill_weight")
-    return Distill(cfg, model, table)
-
-
+@OBJECTIVES.register("codebook")
 class Codebook(Objective):
     """One VQ codebook shared by z_V, z_L and z_A (chapter 5.5): commitment, agreement, health metrics."""
+
+    @classmethod
+    def build(cls, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Codebook | None:
+        return cls(cfg, model) if cfg.codebook.weight > 0 else None
 
     def __init__(self, cfg: LossConfig, model: TriModalModel) -> None:
         super().__init__()
@@ -371,7 +394,7 @@ class Codebook(Objective):
         # soft assignments before the EMA step, so they see the same codes as the hard ones
         log_q = {m: self.codebook.soft_assign(z, tau) for m, z in zs.items()} if self.cfg.agreement > 0 else {}
         _, indices, vq = self.codebook.quantize(torch.cat(list(zs.values())))  # (M*B,)
-        ids = dict(zip(present, indices.split([len(z) for z in zs.values()]), strict=True))
+        ids = dict(zip(present, torch.split(indices, [len(z) for z in zs.values()]), strict=True))
         out = {"vq_commit": vq["commit"]}
         if not self.cfg.ema:
             out["vq_codebook"] = vq["codebook"]
@@ -390,10 +413,8 @@ class Codebook(Objective):
         self.last_metrics = metrics
         return out
 
-
-@OBJECTIVES.register("codebook")
-def _codebook(cfg: LossConfig, model: TriModalModel, table: FrameTable) -> Objective | None:
-    return Codebook(cfg, model) if cfg.codebook.weight > 0 else None
+    def log_values(self) -> dict[str, float]:
+        return dict(self.last_metrics)
 
 
 class AuxiliaryLosses(nn.Module):
@@ -401,7 +422,7 @@ class AuxiliaryLosses(nn.Module):
 
     def __init__(self, cfg: LossConfig, model: TriModalModel, table: FrameTable) -> None:
         super().__init__()
-        built = {name: OBJECTIVES.get(name)(cfg, model, table) for name in OBJECTIVES.names()}
+        built = {name: objective.build(cfg, model, table) for name, objective in OBJECTIVES.items()}
         self.objectives = nn.ModuleDict({k: v for k, v in built.items() if v is not None})
 
     def __len__(self) -> int:
@@ -429,10 +450,5 @@ class AuxiliaryLosses(nn.Module):
     def log_values(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for o in self._each():
-            if isinstance(o, ModalityBalance):
-                out.update({f"modality/kl/{m}": v for m, v in o.last_kl.items()})
-            if isinstance(o, Spectral):
-                out["health/coherence/image_action"] = o.last_coherence
-            if isinstance(o, Codebook):
-                out.update(o.last_metrics)
+            out.update(o.log_values())
         return out

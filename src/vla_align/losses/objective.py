@@ -3,8 +3,9 @@
     L_align = λ_VL·L_V↔L + λ_LA·L_L↔A + λ_VA·L_V↔A + λ_cyc·L_cycle + ...     (defaults 1, 1, 0.5, 0.2)
 
 with an optional pairwise-first curriculum (chapter 5.1): only V↔L for the first steps. The pair
-terms live here; the other terms (cycle, tri-modal, paraphrase, modality balance) are the
-registered objectives of ``auxiliary.py``, configured by the fields of ``LossConfig`` below.
+terms live here; the other terms are the objectives registered in ``auxiliary.OBJECTIVES`` (cycle,
+trimodal, paraphrase, modality_balance, spectral, decoder, distill, codebook), each built from the
+fields of ``LossConfig`` below; ``loss.balancer`` is a ``BALANCERS`` variant.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..balancing.config import BalancerConfig
+from ..balancing import BalancerConfig, FixedBalancerConfig
 from ..codebook import CodebookConfig
+from ..config import as_variant
 from ..errors import ConfigError
 from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Embeddings, Modality, Pair
 from ..physics import PhysicsConfig
@@ -52,9 +54,10 @@ class LossConfig:
     spectral: SpectralConfig = field(default_factory=SpectralConfig)  # γ_VA coherence + chunk reconstruction
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)  # feasibility penalty + reachability distillation
     codebook: CodebookConfig = field(default_factory=CodebookConfig)  # shared VQ codebook across V/L/A (5.5)
-    balancer: BalancerConfig = field(default_factory=BalancerConfig)  # how the terms are combined (5.10)
+    balancer: BalancerConfig = field(default_factory=FixedBalancerConfig)  # how the terms are combined (5.10)
 
     def __post_init__(self) -> None:
+        self.balancer = as_variant(self.balancer, BalancerConfig, "loss.balancer")
         if self.pairwise_first_steps < 0:
             raise ConfigError("loss.pairwise_first_steps must be >= 0")
         for name in ("trimodal", "paraphrase", "modality_balance", "balance_margin"):

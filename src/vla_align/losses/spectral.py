@@ -66,7 +66,8 @@ def _segment_spectra(x: Tensor, fs: float, nperseg: int, step: int) -> Tensor:
     sides[0] = 1.0
     if nperseg % 2 == 0:
         sides[-1] = 1.0
-    return spec * torch.sqrt(sides / (fs * window.square().sum()))
+    result: Tensor = spec * torch.sqrt(sides / (fs * window.square().sum()))
+    return result
 
 
 def welch_csd(
@@ -321,7 +322,8 @@ def lowfreq_reconstruction_loss(
     spec = torch.fft.rfft(diff, dim=1)  # (B, F, A)
     w = lowfreq_weights(length, decay, diff.dtype).to(diff.device)  # (F,)
     per = (w[None, :, None] * spec.abs().square()).sum(1) / count[:, None]  # (B, A)
-    return per.mean()
+    result: Tensor = per.mean()
+    return result
 
 
 # --- config ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The alignment health report (chapter 5.8 / 5.9): ``write_report(run_dir)`` -> report.html."""
 
+from ..diagnostics.three_view import ThreeView, build_three_view, episode_coherence, synthetic_three_view
 from .build import gather, render, write_report
-from .three_view import ThreeView, build_three_view, episode_coherence, synthetic_three_view
 
 __all__ = [
     "ThreeView",

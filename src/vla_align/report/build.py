@@ -19,12 +19,12 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import write_text
+from ..diagnostics.three_view import ThreeView
 from ..errors import UserError
 from ..modalities import PAIRS
 from ..progress import console
 from . import figures
 from .text import LANGS, TEXT
-from .three_view import ThreeView
 
 R10_THRESHOLD = 0.70  # the chapter's checklist: in-domain V<->L R@10 >= 70 %
 COHERENCE_THRESHOLD = 0.6  # gamma_VA (0.1-1 Hz) >= 0.6
@@ -62,7 +62,7 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 
 def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> ReportInputs:
     from ..checkpoint import read_run_config
-    from ..sim.evaluate import EPISODES_FILE, read_episodes
+    from ..sim.base import EPISODES_FILE, read_episodes
 
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir}: no config.json; pass the directory of a run made by `vla-align train`")
@@ -80,16 +80,24 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> Re
         inputs.notes.append("no checkpoint/model.safetensors: model-based diagnostics skipped")
         return inputs
     dataset = data or Path(config.get("dataset", {}).get("path", ""))
-    have_data = (dataset / "meta" / "info.json").is_file()
-    metaworld = config.get("dataset", {}).get("info", {}).get("source") == "metaworld"
-    if not have_data and not (episodes and metaworld):
-        inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
-        return inputs
+    _model_based(inputs, dataset, episodes, max_failures)
+    return inputs
 
+
+def _model_based(inputs: ReportInputs, dataset: Path, episodes: list[Any], max_failures: int) -> None:
+    """Health indicators on the held-out split (dataset on disk) and failure panels replayed in the
+    run's simulator (from the checkpoint and config.json alone where the simulator allows it)."""
     from ..data.lerobot import read_dataset
     from ..runs import load_model
+    from ..sim import EvalContext, simulator_for
 
-    model, cfg = load_model(run_dir)
+    description = inputs.config.get("dataset", {})
+    sim = simulator_for(description.get("info") or {})
+    have_data = (dataset / "meta" / "info.json").is_file()
+    if not have_data and not (episodes and sim is not None):
+        inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
+        return
+    model, cfg = load_model(inputs.run_dir)
     table = None
     if have_data:
         from .health import compute_health
@@ -101,26 +109,17 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> Re
             f"report: health indicators on {table.num_episodes} {cfg.eval.split} episodes "
             f"in {time.perf_counter() - t0:.1f} s"
         )
-    else:  # Meta-World replays its failures in the simulator from the checkpoint and config.json alone
+    else:
         inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA skipped")
-    if not episodes:
-        return inputs
+    if not episodes or sim is None:
+        return
     t0 = time.perf_counter()
-    if metaworld:
-        from .failures_metaworld import metaworld_run_three_views
-
-        inputs.failures = metaworld_run_three_views(model, config, episodes, inputs.health, max_failures)
-    elif (
-        table is not None
-        and table.action_spec.kind == "discrete"
-        and all(t.startswith("BabyAI") for t in table.env_tasks)
-    ):
-        from .failures import babyai_three_views
-
-        sim_table = table if cfg.eval.sim.split == cfg.eval.split else read_dataset(dataset, split=cfg.eval.sim.split)
-        inputs.failures = babyai_three_views(model, sim_table, episodes, inputs.health, max_failures)
+    split = cfg.eval.sim.split
+    sim_table = table if split == cfg.eval.split else (read_dataset(dataset, split=split) if have_data else None)
+    ctx = EvalContext.from_run(description, split, sim_table)
+    projection = inputs.health.projection if inputs.health is not None else None
+    inputs.failures = sim.three_views(model, ctx, episodes, projection, max_failures)
     console.print(f"report: {len(inputs.failures)} failure panels in {time.perf_counter() - t0:.1f} s")
-    return inputs
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -147,14 +146,53 @@ def _verdict(ok: bool | None, t: dict[str, str]) -> tuple[str, str]:
 
 
 def render(inputs: ReportInputs, lang: str = "zh") -> str:
+    """The self-contained HTML report for ``inputs``, its text in ``lang`` (one of :data:`LANGS`)."""
     import jinja2
 
     if lang not in LANGS:
         raise UserError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
     t = TEXT[lang]
     m, h, hist = inputs.metrics, inputs.health, inputs.history
+    verdicts = _health_verdicts(m, h, t)
+    context: dict[str, Any] = {
+        "curve_figs": _curve_figures(hist),
+        "retrieval_cols": RETRIEVAL_COLS,
+        "retrieval_rows": _retrieval_rows(m),
+        **_closed_loop(m, t),
+        "verdicts": verdicts,
+        **_diagnostics(hist, h),
+        "conflict_figs": _conflict_figures(hist),
+        **_failures(inputs, t),
+        "cards": _summary_cards(m, verdicts, t),
+    }
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("vla_align.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return env.get_template("report.html.j2").render(**_page_context(inputs, lang, t), **context)
 
-    # Training curves.
+
+def _page_context(inputs: ReportInputs, lang: str, t: dict[str, str]) -> dict[str, Any]:
+    """The page's header (run, preset, dataset, version, time), its config dump and its notes."""
+    h = inputs.health
+    return {
+        "lang": lang,
+        "t": t,
+        "version": __version__,
+        "run_name": inputs.run_dir.name,
+        "run_dir": str(inputs.run_dir),
+        "preset": inputs.config.get("preset", "—"),
+        "dataset": inputs.config.get("dataset", {}).get("path", "—"),
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "config_json": json.dumps(
+            {k: v for k, v in inputs.config.items() if k != "dataset"}, indent=2, ensure_ascii=False
+        ),
+        "pairs": PAIRS,
+        "notes": list(inputs.notes) + (list(h.notes) if h is not None else []),
+    }
+
+
+def _curve_figures(hist: list[dict[str, Any]]) -> list[str]:
+    """Training losses, the policy's training accuracy and the validation dual metric over steps."""
     curve_figs = []
     losses = _series(hist, "loss/")
     if losses:
@@ -168,8 +206,11 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
         curve_figs.append(
             figures.line_chart(chosen, "validation: dual metric", thresholds={"R@10 0.70": R10_THRESHOLD})
         )
+    return curve_figs
 
-    # Retrieval table.
+
+def _retrieval_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per retrieval direction in the metrics: its query count and :data:`RETRIEVAL_COLS`."""
     retrieval_rows = []
     for key in sorted({k.rsplit("/", 1)[0] for k in m if k.startswith("retrieval/") and k.endswith("/R@1")}):
         name = key.removeprefix("retrieval/").replace("_to_", " → ")
@@ -180,9 +221,15 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
                 "values": [_fmt(m.get(f"{key}/{c}")) for c in RETRIEVAL_COLS],
             }
         )
+    return retrieval_rows
 
-    # Closed loop and ablations.
-    sim_rows, ablation_rows, sim_figs = [], [], []
+
+def _closed_loop(m: dict[str, Any], t: dict[str, str]) -> dict[str, list[Any]]:
+    """``sim_rows`` (success / SPL / steps of the real and the shuffled conditions), ``ablation_rows`` and
+    ``sim_figs`` (success per instruction word / level); all empty without closed-loop metrics."""
+    sim_rows: list[dict[str, str]] = []
+    ablation_rows: list[dict[str, str]] = []
+    sim_figs: list[str] = []
     if "sim/success_rate" in m:
         base = float(m["sim/success_rate"])
         for name, prefix in (
@@ -203,12 +250,7 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
                 }
             )
             if name != "real":
-                ok: bool | None = (base - s) >= 0.5 * base if name == "shuffle_text" else (base - s) > 0
-                if base == 0:
-                    ok = None  # nothing to lose: the ablation says nothing
-                ablation_rows.append(
-                    {"name": t[name], "success": _fmt(s), "drop": _fmt(base - s), "badge": _verdict(ok, t)[0]}
-                )
+                ablation_rows.append(_ablation_row(name, base, s, t))
         groups = {
             k.removeprefix("sim/").removesuffix("/success_rate"): float(v)
             for k, v in m.items()
@@ -216,8 +258,19 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
         }
         if groups:
             sim_figs.append(figures.bar_chart(groups, "success by instruction word / level"))
+    return {"sim_rows": sim_rows, "ablation_rows": ablation_rows, "sim_figs": sim_figs}
 
-    # Health verdicts.
+
+def _ablation_row(name: str, base: float, s: float, t: dict[str, str]) -> dict[str, str]:
+    """Shuffled text must cost at least half the success rate ``base``, shuffled images some of it."""
+    ok: bool | None = (base - s) >= 0.5 * base if name == "shuffle_text" else (base - s) > 0
+    if base == 0:
+        ok = None  # nothing to lose: the ablation says nothing
+    return {"name": t[name], "success": _fmt(s), "drop": _fmt(base - s), "badge": _verdict(ok, t)[0]}
+
+
+def _health_verdicts(m: dict[str, Any], h: Any, t: dict[str, str]) -> list[dict[str, str]]:
+    """The chapter's checklist: V<->L R@10, in-band γ_VA and the video-action offset against thresholds."""
     r10 = m.get("retrieval/image_to_text/R@10")
     coh = h.band_coherence if h is not None else m.get("health/coherence/band_average")
     offset = h.offset_p50_ms if h is not None else m.get("health/offset_p50_ms")
@@ -242,41 +295,62 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
                 "verdict": word,
             }
         )
+    return verdicts
 
-    amat_figs, mi_figs, spectral_figs, mi_rows, similarity_rows = [], [], [], [], []
+
+def _diagnostics(hist: list[dict[str, Any]], h: Any) -> dict[str, list[Any]]:
+    """``mi_figs`` (the MI lower bound over training) and, from the health indicators ``h`` when there are
+    any, ``amat_figs``, ``mi_rows``, ``spectral_figs`` and ``similarity_rows``."""
+    mi_figs = []
     mi_curves = {f"train {k}": v for k, v in _series(hist, "health/mi_bound/").items()}
     mi_curves.update({f"val {k}": v for k, v in _series(hist, "val/health/mi_bound/").items()})
     if mi_curves:
         mi_figs.append(figures.line_chart(mi_curves, "MI lower bound over training (nats)", "nats"))
-    if h is not None:
-        for direction, (matrix, classes) in h.amat.items():
-            amat_figs.append(figures.heatmap(matrix, classes, classes, f"AMat {direction} (top-1)"))
-        if "image->text" in h.hit_rate:
-            amat_figs.append(figures.bar_chart(h.hit_rate["image->text"], "image->text top-10 hit rate per class"))
-        mi_rows.append(
-            {
-                "name": f"{h.split} (N={h.samples}, log N={h.mi['log_n']:.2f})",
-                "values": [_fmt(h.mi.get(p)) for p in PAIRS],
-            }
-        )
-        for group, values in h.mi_groups.items():
-            mi_rows.append({"name": group, "values": [_fmt(values.get(p)) for p in PAIRS]})
-        if h.freqs is not None and h.gamma is not None and h.band is not None:
-            spectral_figs.append(
-                figures.coherence_chart(
-                    h.freqs,
-                    h.gamma,
-                    h.band,
-                    COHERENCE_THRESHOLD,
-                    f"γ_VA(f), {h.split} split, in-band mean {h.band_coherence:.2f}",
-                )
-            )
-        for pair in PAIRS:
-            if f"cka/{pair}" in h.similarity:
-                similarity_rows.append(
-                    {"pair": pair, "cka": _fmt(h.similarity[f"cka/{pair}"]), "cca": _fmt(h.similarity[f"cca/{pair}"])}
-                )
+    if h is None:
+        return {"mi_figs": mi_figs, "amat_figs": [], "mi_rows": [], "spectral_figs": [], "similarity_rows": []}
+    return {"mi_figs": mi_figs, **_health_diagnostics(h)}
 
+
+def _health_diagnostics(h: Any) -> dict[str, list[Any]]:
+    """AMat heat maps and per-class hit rates, the MI table, the γ_VA spectrum and the CKA / CCA rows."""
+    amat_figs, spectral_figs, mi_rows, similarity_rows = [], [], [], []
+    for direction, (matrix, classes) in h.amat.items():
+        amat_figs.append(figures.heatmap(matrix, classes, classes, f"AMat {direction} (top-1)"))
+    if "image->text" in h.hit_rate:
+        amat_figs.append(figures.bar_chart(h.hit_rate["image->text"], "image->text top-10 hit rate per class"))
+    mi_rows.append(
+        {
+            "name": f"{h.split} (N={h.samples}, log N={h.mi['log_n']:.2f})",
+            "values": [_fmt(h.mi.get(p)) for p in PAIRS],
+        }
+    )
+    for group, values in h.mi_groups.items():
+        mi_rows.append({"name": group, "values": [_fmt(values.get(p)) for p in PAIRS]})
+    if h.freqs is not None and h.gamma is not None and h.band is not None:
+        spectral_figs.append(
+            figures.coherence_chart(
+                h.freqs,
+                h.gamma,
+                h.band,
+                COHERENCE_THRESHOLD,
+                f"γ_VA(f), {h.split} split, in-band mean {h.band_coherence:.2f}",
+            )
+        )
+    for pair in PAIRS:
+        if f"cka/{pair}" in h.similarity:
+            similarity_rows.append(
+                {"pair": pair, "cka": _fmt(h.similarity[f"cka/{pair}"]), "cca": _fmt(h.similarity[f"cca/{pair}"])}
+            )
+    return {
+        "amat_figs": amat_figs,
+        "mi_rows": mi_rows,
+        "spectral_figs": spectral_figs,
+        "similarity_rows": similarity_rows,
+    }
+
+
+def _conflict_figures(hist: list[dict[str, Any]]) -> list[str]:
+    """The last gradient-cosine histograms, the mean cosine per pair and the balancer weights over steps."""
     conflict_figs = []
     last_hist = next((r for r in reversed(hist) if "conflict/hist_edges" in r), None)
     if last_hist is not None:
@@ -290,7 +364,12 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
     weights = _series(hist, "balance/weight/")
     if weights:
         conflict_figs.append(figures.line_chart(weights, "balancer weights", "weight"))
+    return conflict_figs
 
+
+def _failures(inputs: ReportInputs, t: dict[str, str]) -> dict[str, Any]:
+    """``failures`` (one three-view panel per failed episode) and ``failures_empty`` (why there are none)."""
+    m = inputs.metrics
     failures = [
         {
             "title": v.title,
@@ -309,50 +388,18 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
         failures_empty = t["no_sim"]
     else:
         failures_empty = t["no_failures"]
+    return {"failures": failures, "failures_empty": failures_empty}
 
-    cards = []
+
+def _summary_cards(m: dict[str, Any], verdicts: list[dict[str, str]], t: dict[str, str]) -> list[dict[str, Any]]:
+    """The cards at the top: closed-loop success and SPL (when measured), then one per health verdict."""
+    cards: list[dict[str, Any]] = []
     if "sim/success_rate" in m:
         cards.append({"label": t["success"], "value": _fmt(m["sim/success_rate"]), "badge": None})
         cards.append({"label": t["spl"], "value": _fmt(m.get("sim/spl")), "badge": None})
     for row in verdicts:
         cards.append({"label": row["name"], "value": row["value"], "badge": row["badge"]})
-
-    notes = list(inputs.notes) + (list(h.notes) if h is not None else [])
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("vla_align.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
-    )
-    dataset = inputs.config.get("dataset", {}).get("path", "—")
-    return env.get_template("report.html.j2").render(
-        lang=lang,
-        t=t,
-        version=__version__,
-        run_name=inputs.run_dir.name,
-        run_dir=str(inputs.run_dir),
-        preset=inputs.config.get("preset", "—"),
-        dataset=dataset,
-        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
-        cards=cards,
-        config_json=json.dumps(
-            {k: v for k, v in inputs.config.items() if k != "dataset"}, indent=2, ensure_ascii=False
-        ),
-        curve_figs=curve_figs,
-        retrieval_cols=RETRIEVAL_COLS,
-        retrieval_rows=retrieval_rows,
-        sim_rows=sim_rows,
-        sim_figs=sim_figs,
-        verdicts=verdicts,
-        amat_figs=amat_figs,
-        mi_rows=mi_rows,
-        mi_figs=mi_figs,
-        pairs=PAIRS,
-        spectral_figs=spectral_figs,
-        similarity_rows=similarity_rows,
-        ablation_rows=ablation_rows,
-        conflict_figs=conflict_figs,
-        failures=failures,
-        failures_empty=failures_empty,
-        notes=notes,
-    )
+    return cards
 
 
 def write_report(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .three_view import ThreeView
+from ..diagnostics.three_view import ThreeView
 
 DPI = 80
 THRESHOLD_STYLE = {"color": "#c0392b", "linestyle": "--", "linewidth": 1.0}
@@ -153,18 +153,32 @@ def histograms(hists: Mapping[str, Sequence[float]], edges: Sequence[float], tit
 
 def three_view_figure(view: ThreeView, threshold: float = 0.6) -> str:
     """Frame + heat map | coherence spectrum | actions and velocity / acceleration / jerk with limits."""
-    from ..diagnostics.attention import overlay
-
     plt = _plt()
     fig = plt.figure(figsize=(11.5, 4.4))
     grid = fig.add_gridspec(4, 3, width_ratios=[1.0, 1.2, 1.8], hspace=0.55, wspace=0.3)
-    ax = fig.add_subplot(grid[:, 0])
+    _draw_attention_view(fig.add_subplot(grid[:, 0]), view)
+    _draw_coherence_view(fig.add_subplot(grid[:, 1]), view, threshold)
+    steps = np.arange(len(view.signal))
+    _draw_action_timeline(fig.add_subplot(grid[0, 2]), view, steps)
+    limits = dict(view.limits.items()) if view.limits is not None else {}
+    for row, name in enumerate(("velocity", "acceleration", "jerk"), start=1):
+        _draw_derivative(fig.add_subplot(grid[row, 2]), view, steps, name, limits, legend=row == 1)
+    fig.suptitle(view.title, fontsize=9)
+    return to_uri(fig)
+
+
+def _draw_attention_view(ax: Any, view: ThreeView) -> None:
+    """View 1: the frame at the key step, under the attention heat map when there is one."""
+    from ..diagnostics.attention import overlay
+
     shown = view.frame if view.heat is None else overlay(view.frame, view.heat, alpha=0.6)
     ax.imshow(shown)
     ax.set_title(f"view 1: attention @ step {view.key_step}", fontsize=8)
     ax.axis("off")
 
-    ax = fig.add_subplot(grid[:, 1])
+
+def _draw_coherence_view(ax: Any, view: ThreeView, threshold: float) -> None:
+    """View 2: the episode's γ_VA(f) with its band, or a placeholder when it has no spectrum."""
     if view.freqs is not None and view.gamma is not None and view.band is not None:
         _draw_coherence(ax, view.freqs, view.gamma, view.band, threshold)
         ax.set_title(f"view 2: γ_VA in band = {view.band_coherence:.2f}", fontsize=8)
@@ -173,8 +187,10 @@ def three_view_figure(view: ThreeView, threshold: float = 0.6) -> str:
         ax.set_title("view 2: spectral coherence", fontsize=8)
         ax.axis("off")
 
-    steps = np.arange(len(view.signal))
-    ax = fig.add_subplot(grid[0, 2])
+
+def _draw_action_timeline(ax: Any, view: ThreeView, steps: np.ndarray) -> None:
+    """View 3, top row: discrete action ids (policy solid, expert dashed), continuous actions per dimension
+    against the expert's suggestion at the same state, or else the signal itself."""
     if view.actions is not None and np.asarray(view.actions).ndim == 1:
         ax.step(steps[: len(view.actions)], view.actions, where="post", color="#1f618d", label="policy")
         if view.expert_actions is not None:
@@ -201,27 +217,29 @@ def three_view_figure(view: ThreeView, threshold: float = 0.6) -> str:
     ax.set_title("view 3: action timeline, velocity / acceleration / jerk (limits dashed, violations x)", fontsize=8)
     ax.tick_params(labelsize=6)
     ax.legend(fontsize=5, loc="upper right", ncol=2)
-    limits = dict(view.limits.items()) if view.limits is not None else {}
-    for row, name in enumerate(("velocity", "acceleration", "jerk"), start=1):
-        ax = fig.add_subplot(grid[row, 2])
-        values = view.derivatives.get(name)
-        if values is not None and len(values):
-            x = steps[len(steps) - len(values) :]
-            for d in range(values.shape[1]):
-                ax.plot(x, values[:, d], linewidth=0.9, label=view.signal_names[d])
-                if name in limits:
-                    lim = limits[name][d]
-                    ax.axhline(lim, **{**THRESHOLD_STYLE, "linewidth": 0.6})
-                    ax.axhline(-lim, **{**THRESHOLD_STYLE, "linewidth": 0.6})
-            flags = view.flags.get(name)
-            if flags is not None and flags.any():
-                hit = np.flatnonzero(flags)
-                peak = np.abs(values).max(1)  # (T_k,)
-                ax.scatter(hit, peak[hit - (len(steps) - len(values))], marker="x", color="#c0392b", s=18, zorder=3)
-        ax.axvline(view.key_step, color="#7d3c98", linewidth=0.8)
-        ax.set_ylabel(name[:5], fontsize=6)
-        ax.tick_params(labelsize=5)
-        if row == 1 and values is not None:
-            ax.legend(fontsize=5, loc="upper right", ncol=3)
-    fig.suptitle(view.title, fontsize=9)
-    return to_uri(fig)
+
+
+def _draw_derivative(
+    ax: Any, view: ThreeView, steps: np.ndarray, name: str, limits: dict[str, list[float]], legend: bool
+) -> None:
+    """View 3, one lower row: derivative ``name`` per signal dimension, its ±limits (dashed) and every step
+    that breaks one (x at the step's largest magnitude); a legend when ``legend``."""
+    values = view.derivatives.get(name)
+    if values is not None and len(values):
+        x = steps[len(steps) - len(values) :]
+        for d in range(values.shape[1]):
+            ax.plot(x, values[:, d], linewidth=0.9, label=view.signal_names[d])
+            if name in limits:
+                lim = limits[name][d]
+                ax.axhline(lim, **{**THRESHOLD_STYLE, "linewidth": 0.6})
+                ax.axhline(-lim, **{**THRESHOLD_STYLE, "linewidth": 0.6})
+        flags = view.flags.get(name)
+        if flags is not None and flags.any():
+            hit = np.flatnonzero(flags)
+            peak = np.abs(values).max(1)  # (T_k,)
+            ax.scatter(hit, peak[hit - (len(steps) - len(values))], marker="x", color="#c0392b", s=18, zorder=3)
+    ax.axvline(view.key_step, color="#7d3c98", linewidth=0.8)
+    ax.set_ylabel(name[:5], fontsize=6)
+    ax.tick_params(labelsize=5)
+    if legend and values is not None:
+        ax.legend(fontsize=5, loc="upper right", ncol=3)

@@ -22,9 +22,9 @@ import torch
 from ..data.lerobot import FrameTable
 from ..data.windows import ChunkSampler
 from ..diagnostics import alignment_confusion, modality_similarity, per_class_hit_rate
+from ..diagnostics.three_view import episode_coherence, project
 from ..losses.contrastive import group_positives, info_nce, mutual_information_bound
 from ..modalities import PAIR_MODALITIES, PAIRS
-from .three_view import episode_coherence
 
 if TYPE_CHECKING:
     from ..model import TriModalModel
@@ -59,9 +59,11 @@ def action_channels(table: FrameTable, rows: np.ndarray) -> np.ndarray:
     """(N, C) per-step action signal: one-hot ids (discrete) or standardised vectors (continuous)."""
     a = table.actions[rows]
     if a.ndim == 1:
-        return np.eye(table.action_spec.num_actions, dtype=np.float64)[a]
+        result: np.ndarray = np.eye(table.action_spec.num_actions, dtype=np.float64)[a]
+        return result
     a = a.astype(np.float64)
-    return (a - table.actions.mean(0)) / (table.actions.std(0) + 1e-8)
+    scaled: np.ndarray = (a - table.actions.mean(0)) / (table.actions.std(0) + 1e-8)
+    return scaled
 
 
 def _classes(labels: list[str]) -> list[str]:
@@ -84,10 +86,6 @@ def fit_projection(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     x = np.concatenate([z, np.ones((len(z), 1))], axis=1)
     gram = x.T @ x + RIDGE * len(x) * np.eye(x.shape[1])
     return np.linalg.solve(gram, x.T @ a)
-
-
-def project(z: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return np.concatenate([z, np.ones((len(z), 1))], axis=1) @ w
 
 
 def _offset_ms(v: np.ndarray, a: np.ndarray, fps: float) -> float | None:

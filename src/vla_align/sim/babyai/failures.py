@@ -12,19 +12,18 @@ policy that dithers (left, right, left) breaks the heading acceleration / jerk l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
-from ..data.lerobot import FrameTable
-from ..physics import PhysicalLimits, fit_limits
-from ..sim.evaluate import EpisodeResult
-from .health import Health, project
-from .three_view import ThreeView, build_three_view
+from ...data.lerobot import FrameTable
+from ...diagnostics.three_view import ThreeView, build_three_view, project
+from ...physics import PhysicalLimits, fit_limits
+from ..base import EpisodeResult
 
 if TYPE_CHECKING:
-    from ..model import TriModalModel
+    from ...model import TriModalModel
 
 POSE_NAMES = ["x (cells)", "y (cells)", "heading (quarter turns)"]
 
@@ -50,13 +49,13 @@ def replay(level: str, seed: int, actions: list[int], image_size: int, ask_exper
     """Frames (T, H, W, 3), poses (T + 1, 3) and the expert's suggestion at each state (T,), -1 when none."""
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
-    from ..sim.babyai import make_env, render_frame, reset
+    from .env import make_env, render_frame, reset
 
     env = make_env(level, image_size)
     try:
         obs = reset(env, seed)
         instruction = str(obs["mission"])
-        bot = BabyAIBot(env.unwrapped) if ask_expert else None
+        bot: Any = cast(Any, BabyAIBot)(env.unwrapped) if ask_expert else None
         frames, poses, expert = [], [_pose(env)], []
         previous: int | None = None
         for a in actions:
@@ -104,10 +103,10 @@ def babyai_three_views(
     model: TriModalModel,
     table: FrameTable,
     episodes: list[EpisodeResult],
-    health: Health | None,
+    projection: np.ndarray | None,
     limit: int = 6,
 ) -> list[ThreeView]:
-    from ..sim.babyai import BABYAI_ACTIONS
+    from .env import BABYAI_ACTIONS
 
     chosen = worst_failures(episodes, limit)
     if not chosen:
@@ -137,8 +136,8 @@ def babyai_three_views(
             notes.append("the expert agreed with every action it could judge")
         projected = None
         channels = None
-        if health is not None and health.projection is not None:
-            projected = project(_embed(model, frames), health.projection)
+        if projection is not None:
+            projected = project(_embed(model, frames), projection)
             channels = np.eye(table.action_spec.num_actions)[taken]
         views.append(
             build_three_view(
@@ -169,7 +168,7 @@ def attention_heat(
     Grad-CAM of the chosen action's logit over the conv features otherwise."""
     import torch.nn.functional as F
 
-    from ..diagnostics.attention import policy_grad_cam, text_to_patch_map
+    from ...diagnostics.attention import policy_grad_cam, text_to_patch_map
 
     image = torch.from_numpy(frame)[None]  # (1, H, W, 3)
     fusion = model.policy.fusion if model.policy is not None else None

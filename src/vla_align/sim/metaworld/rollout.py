@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..physics import PhysicalLimits, rms_jerk, violation_rate
-from ..progress import progress_bar
-from .evaluate import EpisodeResult, SimConfig, model_parts, rebuild_model
+from ...data.splits import split_seed
+from ...errors import UserError
+from ...physics import PhysicalLimits, rms_jerk, violation_rate
+from ...progress import progress_bar
+from ..base import EpisodeResult, SimConfig, model_parts, rebuild_model
+from .instructions import instruction_for
 
 if TYPE_CHECKING:
-    from ..model import TriModalModel
+    from ...model import TriModalModel
 
 MWAblation = Literal["none", "shuffle_text"]
 
@@ -47,9 +49,6 @@ def metaworld_specs(
     info: dict[str, Any], per_task: int, split: str = "test", ablation: MWAblation = "none", seed: int = 0
 ) -> list[MWSpec]:
     """The first ``per_task`` held-out episodes of every task of the dataset described by ``info``."""
-    from ..data.babyai import split_seed
-    from ..data.metaworld_instructions import instruction_for
-
     tasks = list(info.get("tasks") or [])
     counts = info.get("episodes_per_task") or {}
     if not tasks or split not in counts:
@@ -80,7 +79,7 @@ def run_task(
     description: str | None = None,
 ) -> list[EpisodeResult]:
     """Play ``specs`` (one task) in lock-step; returns one result per spec, in order."""
-    from .metaworld import make_env
+    from .env import make_env
 
     task = specs[0].task
     assert all(s.task == task for s in specs), "run_task plays one task at a time"
@@ -207,40 +206,4 @@ def summarize_metaworld(
     for task, rate in sorted(per_task.items()):
         out[f"{prefix}/by_task/{task}/success_rate"] = rate
         out[f"{prefix}/by_task/{task}/mean_steps"] = float(np.mean([r.steps for r in by_task[task]]))
-    return out
-
-
-def evaluate_metaworld(
-    model: TriModalModel,
-    info: dict[str, Any],
-    image_size: int,
-    cfg: SimConfig,
-    limits: PhysicalLimits | None,
-    progress: bool = True,
-    episodes_out: list[EpisodeResult] | None = None,
-    split: str = "test",
-) -> dict[str, float]:
-    """``cfg.episodes`` held-out episodes *per task*, plus the shuffled-instruction ablation."""
-    if model.policy is None or not model.continuous:
-        raise UserError(
-            "Meta-World evaluation needs a run trained with a continuous policy (--model.policy.enabled true)"
-        )
-    model.eval()
-    out: dict[str, float] = {}
-    ablations: tuple[MWAblation, ...] = ("none", "shuffle_text") if cfg.ablations else ("none",)
-    for ablation in ablations:
-        specs = metaworld_specs(info, cfg.episodes, split, ablation, cfg.seed)
-        label = f"metaworld {ablation}" if progress else None
-        results = play(model, specs, image_size, cfg, label)
-        if ablation == "none" and episodes_out is not None:
-            episodes_out.extend(results)
-        prefix = "sim" if ablation == "none" else f"ablation/{ablation}/sim"
-        summary = summarize_metaworld(results, limits, prefix)
-        if ablation != "none":
-            summary = {k: v for k, v in summary.items() if "/by_task/" not in k}
-        out.update(summary)
-    if "ablation/shuffle_text/sim/success_rate" in out:
-        out["ablation/shuffle_text/sim/success_drop"] = (
-            out["sim/success_rate"] - out["ablation/shuffle_text/sim/success_rate"]
-        )
     return out

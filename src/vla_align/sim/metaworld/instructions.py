@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 INSTRUCTIONS: dict[str, list[str]] = {
     "assembly-v3": [

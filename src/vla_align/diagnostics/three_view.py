@@ -171,3 +171,9 @@ def synthetic_three_view(seed: int = 0, steps: int = 120, fps: float = 10.0) -> 
         action_names=["vx (m/s)", "vy (m/s)"],
         notes=["synthetic: a 5 cm jolt injected at steps 60-62"],
     )
+
+
+def project(z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Embeddings (N, D) through a ridge map with bias (D + 1, C) -> action channels (N, C)."""
+    result: np.ndarray = np.concatenate([z, np.ones((len(z), 1))], axis=1) @ w
+    return result

@@ -9,13 +9,13 @@ import contextlib
 import difflib
 import math
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
 
-from ..data.episode import Episode
-from ..errors import UserError
+from ...data.episode import Episode
+from ...errors import UserError
 
 BABYAI_ACTIONS = ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
 DONE = BABYAI_ACTIONS.index("done")
@@ -38,7 +38,7 @@ def env_id(level: str) -> str:
     name = level.strip()
     for candidate in (name, f"BabyAI-{name}-v0", f"BabyAI-{name}"):
         if candidate.lower() in known:
-            return known[candidate.lower()]
+            return str(known[candidate.lower()])
     short = sorted(k.removeprefix("BabyAI-").removesuffix("-v0") for k in known.values())
     close = difflib.get_close_matches(name.removeprefix("BabyAI-").removesuffix("-v0"), short, n=3)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
@@ -61,7 +61,8 @@ def make_env(level: str, image_size: int = 56) -> Any:
     from minigrid.wrappers import RGBImgPartialObsWrapper
 
     tile_size = math.ceil(image_size / VIEW_TILES)
-    return RGBImgPartialObsWrapper(gym.make(env_id(level)), tile_size=tile_size)
+    wrapper: Any = RGBImgPartialObsWrapper  # minigrid is untyped
+    return wrapper(gym.make(env_id(level)), tile_size=tile_size)
 
 
 def render_frame(obs: dict[str, Any], image_size: int) -> np.ndarray:
@@ -77,7 +78,7 @@ def reset(env: Any, seed: int) -> dict[str, Any]:
     """``env.reset(seed=seed)`` without minigrid's "Sampling rejected: ..." prints on stdout."""
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         obs, _ = env.reset(seed=seed)
-    return obs
+    return dict(obs)
 
 
 def bot_episode(env: Any, seed: int, image_size: int) -> Episode:
@@ -90,7 +91,7 @@ def bot_episode(env: Any, seed: int, image_size: int) -> Episode:
 
     obs = reset(env, seed)
     instruction = str(obs["mission"])
-    bot = BabyAIBot(env.unwrapped)
+    bot: Any = cast(Any, BabyAIBot)(env.unwrapped)
     frames: list[np.ndarray] = []
     actions: list[int] = []
     reward, done = 0.0, False

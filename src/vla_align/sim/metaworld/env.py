@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.episode import ActionSpec, Episode
-from ..data.metaworld_instructions import instruction_for
-from ..errors import UserError
+from ...data.episode import ActionSpec, Episode
+from ...errors import UserError
+from .instructions import instruction_for
 
 MT10_TASKS = [
     "reach-v3",
@@ -279,7 +279,7 @@ class MetaWorldEnv:
     def render(self, out: np.ndarray | None = None) -> np.ndarray:
         """The camera's (H, W, 3) uint8 upright RGB frame of the current state (into ``out`` when given)."""
         self._renderer.update_scene(self._env.data, camera=self._camera)
-        return self._renderer.render(out=out)
+        return np.asarray(self._renderer.render(out=out))
 
     def expert_action(self) -> np.ndarray:
         """(4,) float32: the scripted expert's action (``metaworld.policies``), clipped to [-1, 1]."""

@@ -36,27 +36,25 @@ Choices, in one place:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..physics import PhysicalLimits
-from ..sim.evaluate import EpisodeResult
-from .health import Health, project
-from .three_view import ThreeView, build_three_view
+from ...diagnostics.three_view import ThreeView, build_three_view, project
+from ...errors import ConfigError
+from ...physics import PhysicalLimits
+from ..base import EpisodeResult
 
 if TYPE_CHECKING:
-    from ..model import TriModalModel
-    from ..sim.metaworld import MetaWorldEnv
+    from ...model import TriModalModel
+    from .env import MetaWorldEnv
 
 __all__ = [
     "FLOW_DRAWS",
     "KEY_GAP",
     "continuous_grad_cam",
     "expert_chunk",
-    "metaworld_run_three_views",
     "metaworld_three_views",
     "replay",
     "worst_failures",
@@ -134,8 +132,8 @@ def continuous_grad_cam(
     Runs in eval mode (the model's mode is restored); gradients are taken with respect to the feature
     map only, so no parameter's ``.grad`` is touched. A flow head's random loss is averaged over
     :data:`FLOW_DRAWS` draws of a ``torch.Generator`` seeded with ``seed`` (deterministic)."""
-    from ..diagnostics.attention import grad_cam
-    from ..policy import ContinuousPolicy
+    from ...diagnostics.attention import grad_cam
+    from ...policy import ContinuousPolicy
 
     policy = model.policy
     if not isinstance(policy, ContinuousPolicy) or model.action_norm is None:
@@ -187,8 +185,10 @@ def _standardise(model: TriModalModel, actions: np.ndarray) -> np.ndarray:
     """(T, A) actions in the run's normalised units (per-episode z-scores without a normaliser)."""
     if model.action_norm is not None:
         with torch.no_grad():
-            return model.action_norm.normalize(torch.from_numpy(actions.astype(np.float64))).numpy()
-    return (actions - actions.mean(0)) / (actions.std(0) + 1e-8)
+            scaled: np.ndarray = model.action_norm.normalize(torch.from_numpy(actions.astype(np.float64))).numpy()
+            return scaled
+    z: np.ndarray = (actions - actions.mean(0)) / (actions.std(0) + 1e-8)
+    return z
 
 
 def _fmt(a: np.ndarray) -> str:
@@ -198,102 +198,108 @@ def _fmt(a: np.ndarray) -> str:
 def metaworld_three_views(
     model: TriModalModel,
     episodes: list[EpisodeResult],
-    health: Health | None,
+    projection: np.ndarray | None,
     limits: PhysicalLimits | None,
     image_size: int,
     limit: int = 6,
 ) -> list[ThreeView]:
     """One :class:`ThreeView` per failed episode chosen by :func:`worst_failures` (see the module
     docstring for the key step, heat map, coherence and limits)."""
-    from ..policy import ContinuousPolicy
-    from ..sim.metaworld import ACTION_NAMES, ENV_MAX_STEPS, make_env
+    from ...policy import ContinuousPolicy
 
     if not isinstance(model.policy, ContinuousPolicy):
         raise ConfigError("Meta-World failure panels need a model with a continuous-action policy")
-    chosen = worst_failures(episodes, limit)
-    k = model.policy.cfg.chunk
     views = []
-    for r in chosen:
+    for r in worst_failures(episodes, limit):
         taken = np.asarray(r.actions, dtype=np.float64).reshape(-1, 4)  # (T, 4) commanded actions
-        if len(taken) == 0:
-            continue
-        env = make_env(r.level, image_size, max_steps=min(ENV_MAX_STEPS, len(taken) + k))
-        try:
-            rep = replay(env, r.seed, taken)
-            frames, states = rep["frames"], rep["states"]
-            expert = rep["expert"].astype(np.float64)  # (T, 4)
-            gap = np.linalg.norm(taken - expert, axis=1)  # (T,)
-            differ = np.flatnonzero(gap > KEY_GAP)
-            key = int(differ[0]) if len(differ) else len(taken) - 1
-            target = expert_chunk(env, r.seed, taken[:key], k)  # (k', 4)
-            fps = env.fps
-        finally:
-            env.close()
-        heat = continuous_grad_cam(model, frames[key], r.instruction, states[key], target)
-        notes = [
-            f"instruction: {r.instruction}",
-            f"task {r.level}, seed {r.seed}, {r.steps} steps without success",
-        ]
-        if len(differ):
-            notes.append(
-                f"key step {key}: first step where the policy's action is more than {KEY_GAP} from the expert's "
-                f"(L2 gap {gap[key]:.2f}); policy {_fmt(taken[key])}, expert {_fmt(expert[key])}"
-            )
-        else:
-            notes.append(
-                f"key step {key} (the last): the policy stayed within {KEY_GAP} of the expert at every step "
-                f"(L2 gap here {gap[key]:.2f}, largest {gap.max():.2f})"
-            )
-        notes.append(
-            f"heat map: Grad-CAM of −(policy loss against the expert's next {len(target)} actions from this "
-            "state) over the conv features"
-        )
-        projected = channels = None
-        if health is not None and health.projection is not None:
-            projected = project(_embed(model, frames), health.projection)  # (T, 4)
-            channels = _standardise(model, taken)  # (T, 4)
-        else:
-            notes.append("no coherence spectrum: needs the health indicators (the dataset on disk)")
-        view_limits = limits
-        if view_limits is None:  # no limits stored: derivatives still taken of the actions as velocities
-            view_limits = PhysicalLimits(velocity=None, acceleration=None, jerk=None, dt=1.0 / fps, signal="velocity")
-        view = build_three_view(
-            f"{r.level} seed {r.seed}: {r.instruction}",
-            frames[key],
-            taken,
-            [name.split(" (")[0] for name in ACTION_NAMES],  # dx, dy, dz, grip: short for the figure's legends
-            view_limits.dt,
-            view_limits,
-            key_step=key,
-            heat=heat,
-            projected_image=projected,
-            action_channels=channels,
-            actions=taken,
-            expert_actions=expert,
-            action_names=list(ACTION_NAMES),
-            notes=notes,
-        )
-        if limits is None:
-            view.notes.append("no physical limits stored with the run: nothing flagged")
-        elif view.flags:
-            counts = ", ".join(f"{name} {int(f.sum())}" for name, f in view.flags.items())
-            view.notes.append(f"steps over the run's limits on the commanded actions: {counts}")
-        views.append(view)
+        if len(taken):
+            views.append(_failure_view(model, r, taken, projection, limits, image_size))
     return views
 
 
-def metaworld_run_three_views(
+def _replay_against_expert(
+    r: EpisodeResult, taken: np.ndarray, image_size: int, k: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """The replay of ``taken`` (frames, states, the expert's action at each state), the expert's next
+    ``k`` actions from the key step, and the env's control rate."""
+    from .env import ENV_MAX_STEPS, make_env
+
+    env = make_env(r.level, image_size, max_steps=min(ENV_MAX_STEPS, len(taken) + k))
+    try:
+        rep = replay(env, r.seed, taken)
+        rep["expert"] = rep["expert"].astype(np.float64)  # (T, 4)
+        rep["gap"] = np.linalg.norm(taken - rep["expert"], axis=1)  # (T,)
+        differ = np.flatnonzero(rep["gap"] > KEY_GAP)
+        rep["differ"] = differ
+        rep["key"] = np.asarray(int(differ[0]) if len(differ) else len(taken) - 1)
+        target = expert_chunk(env, r.seed, taken[: int(rep["key"])], k)  # (k', 4)
+        return rep, target, float(env.fps)
+    finally:
+        env.close()
+
+
+def _key_step_notes(r: EpisodeResult, rep: dict[str, np.ndarray], taken: np.ndarray, horizon: int) -> list[str]:
+    key, gap = int(rep["key"]), rep["gap"]
+    notes = [f"instruction: {r.instruction}", f"task {r.level}, seed {r.seed}, {r.steps} steps without success"]
+    if len(rep["differ"]):
+        notes.append(
+            f"key step {key}: first step where the policy's action is more than {KEY_GAP} from the expert's "
+            f"(L2 gap {gap[key]:.2f}); policy {_fmt(taken[key])}, expert {_fmt(rep['expert'][key])}"
+        )
+    else:
+        notes.append(
+            f"key step {key} (the last): the policy stayed within {KEY_GAP} of the expert at every step "
+            f"(L2 gap here {gap[key]:.2f}, largest {gap.max():.2f})"
+        )
+    notes.append(
+        f"heat map: Grad-CAM of −(policy loss against the expert's next {horizon} actions from this "
+        "state) over the conv features"
+    )
+    return notes
+
+
+def _failure_view(
     model: TriModalModel,
-    config: dict[str, Any],
-    episodes: list[EpisodeResult],
-    health: Health | None,
-    limit: int = 6,
-) -> list[ThreeView]:
-    """:func:`metaworld_three_views` with the image size and physical limits of a run's config.json."""
-    dataset = config.get("dataset", {})
-    raw = dataset.get("physical_limits")
-    limits = PhysicalLimits.from_dict(raw, "config.json dataset.physical_limits") if raw else None
-    image_size = int(dataset.get("image_shape", [0])[0] or dataset.get("info", {}).get("image_size", 0))
-    if image_size <= 0:
-        raise ConfigError("config.json dataset has no image_shape: cannot replay Meta-World episodes")
-    return metaworld_three_views(model, episodes, health, limits, image_size, limit)
+    r: EpisodeResult,
+    taken: np.ndarray,
+    projection: np.ndarray | None,
+    limits: PhysicalLimits | None,
+    image_size: int,
+) -> ThreeView:
+    from .env import ACTION_NAMES
+
+    assert model.policy is not None
+    rep, target, fps = _replay_against_expert(r, taken, image_size, model.policy.cfg.chunk)
+    frames, key = rep["frames"], int(rep["key"])
+    heat = continuous_grad_cam(model, frames[key], r.instruction, rep["states"][key], target)
+    notes = _key_step_notes(r, rep, taken, len(target))
+    projected = channels = None
+    if projection is not None:
+        projected = project(_embed(model, frames), projection)  # (T, 4)
+        channels = _standardise(model, taken)  # (T, 4)
+    else:
+        notes.append("no coherence spectrum: needs the health indicators (the dataset on disk)")
+    # no limits stored: derivatives are still taken of the actions as velocities
+    shown = limits or PhysicalLimits(velocity=None, acceleration=None, jerk=None, dt=1.0 / fps, signal="velocity")
+    view = build_three_view(
+        f"{r.level} seed {r.seed}: {r.instruction}",
+        frames[key],
+        taken,
+        [name.split(" (")[0] for name in ACTION_NAMES],  # dx, dy, dz, grip: short for the figure's legends
+        shown.dt,
+        shown,
+        key_step=key,
+        heat=heat,
+        projected_image=projected,
+        action_channels=channels,
+        actions=taken,
+        expert_actions=rep["expert"],
+        action_names=list(ACTION_NAMES),
+        notes=notes,
+    )
+    if limits is None:
+        view.notes.append("no physical limits stored with the run: nothing flagged")
+    elif view.flags:
+        counts = ", ".join(f"{name} {int(f.sum())}" for name, f in view.flags.items())
+        view.notes.append(f"steps over the run's limits on the commanded actions: {counts}")
+    return view

@@ -1,0 +1,177 @@
+"""One training step as a unit: the batch's augmentation, the named losses, their weights and the update.
+
+    unit = TrainingStep(cfg, model, table)                  # the objectives, priors and term names of a run
+    inp = unit.prepare_batch(sampler, k)                     # batch k, augmented (seeded by (seed, k))
+    losses = unit.compute_losses(inp, k)                     # pair InfoNCE + policy + auxiliary objectives
+    update = unit.apply(losses.weighted, optimizer, balancer, k)   # balancer backward, clip, optimizer step
+
+``train.train``, the benchmarks and the tests all go through this unit, so a term added to the
+objectives reaches every one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .balancing.diagnostics import diagnose
+from .data.augment import mirror, mirror_permutation
+from .encoders.image import random_shift
+from .errors import ConfigError
+from .losses import AlignmentLoss, mutual_information_bound
+from .losses.auxiliary import AuxiliaryLosses, Context
+from .modalities import MODALITIES, PAIRS, Batch, Pair
+
+if TYPE_CHECKING:
+    from .balancing import Balancer
+    from .data.lerobot import FrameTable
+    from .data.windows import ChunkSampler
+    from .model import ModelOutput, TriModalModel
+    from .presets import RunConfig
+
+
+@dataclass
+class StepBatch:
+    """A batch ready for one step, with the step's own randomness."""
+
+    batch: Batch  # on the model's device
+    rng: np.random.Generator  # handed on to the objectives that draw (paraphrases, spectral windows, ...)
+    drop: Tensor | None = None  # (B,) modality dropout for the policy: 0 keep, 1 blank image, 2 blank text
+
+
+@dataclass
+class StepLosses:
+    """The named loss terms of one step."""
+
+    values: dict[str, Tensor]  # unweighted, keyed by pair, "policy" or objective term
+    weighted: dict[str, Tensor]  # prior λ × value, for the terms whose prior is > 0
+    out: ModelOutput  # the forward pass (embeddings, policy logits / conditioning)
+    scales: dict[Pair, Tensor]  # 1/τ of every pair
+
+
+@dataclass
+class StepUpdate:
+    """What the parameter update did."""
+
+    total: float  # Σ multiplier × weighted term
+    grad_norm: Tensor  # norm of every trained parameter's gradient before clipping
+    multipliers: dict[str, float]  # the balancer's weight of each term
+    conflict: dict[str, Any] | None = None  # gradient-conflict diagnostics, on the steps that take them
+
+
+class TrainingStep:
+    """The losses of one training step and the update they make, built once per run."""
+
+    def __init__(self, cfg: RunConfig, model: TriModalModel, table: FrameTable) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
+        self.objective = AlignmentLoss(cfg.loss)
+        self.aux = AuxiliaryLosses(cfg.loss, model, table).to(self.device)
+        policy = cfg.model.policy
+        if (self.aux.needs_policy or cfg.loss.modality_dropout > 0) and not policy.enabled:
+            raise ConfigError("loss.modality_dropout / loss.modality_balance act on the policy; enable model.policy")
+        # every term the run can produce, prior weight > 0: the balancer's state is keyed by these names
+        self.priors: dict[str, float] = {"policy": policy.weight, **self.aux.weights()}
+        self.names: list[str] = [p for p in PAIRS if getattr(cfg.loss.weights, p) > 0]
+        self.names += ["policy"] if policy.enabled and policy.weight > 0 else []
+        self.names += [n for n, w in self.aux.weights().items() if w > 0]
+        cuda = self.device.type == "cuda"
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Every trained parameter: the model's (those that require a gradient), then the objectives' heads."""
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.aux.parameters())
+
+    def uses_policy(self, step: int) -> bool:
+        policy = self.cfg.model.policy
+        return policy.enabled and step >= policy.start_step
+
+    def prepare_batch(self, sampler: ChunkSampler, step: int) -> StepBatch:
+        """Batch ``step``: ``default_rng([seed, step])`` draws its rows, then seeds the torch generator that
+        draws, in this order, the random shift, the history dropout, the mirror and the modality dropout.
+        A resumed run therefore sees exactly the batches of the uninterrupted one."""
+        train, policy = self.cfg.train, self.cfg.model.policy
+        rng = np.random.default_rng([train.seed, step])
+        batch = sampler.sample(rng, train.batch_size)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        batch.image = random_shift(batch.image, train.augment_shift, gen)
+        if policy.history_dropout > 0 and len(batch.prev_action):  # the history must not replace the instruction
+            hide = torch.rand(len(batch), generator=gen) < policy.history_dropout
+            batch.prev_action = torch.where(hide[:, None], -1, batch.prev_action.view(len(batch), -1))
+        if self.mirror_perm is not None:
+            flip = torch.rand(len(batch), generator=gen) < train.augment_mirror
+            batch = mirror(batch, flip, self.mirror_perm)
+        batch = batch.to(self.device)
+        drop = None
+        if self.uses_policy(step) and self.cfg.loss.modality_dropout > 0:  # 1 = blank the image, 2 = the text
+            hit = torch.rand(len(batch), generator=gen) < self.cfg.loss.modality_dropout
+            drop = (hit * (1 + (torch.rand(len(batch), generator=gen) < 0.5))).long().to(self.device)
+        return StepBatch(batch=batch, rng=rng, drop=drop)
+
+    def compute_losses(self, inp: StepBatch, step: int) -> StepLosses:
+        """One forward pass and every loss term of ``step``: pair InfoNCE, the policy, the auxiliary objectives."""
+        model, batch, policy = self.model, inp.batch, self.cfg.model.policy
+        needed = set(self.objective.modalities(step)) | self.aux.modalities()
+        with self.autocast:
+            out = model.forward_train(
+                batch,
+                tuple(m for m in MODALITIES if m in needed),
+                policy=self.uses_policy(step),
+                detach_policy_inputs=step < policy.freeze_encoders_until,
+                drop=inp.drop,
+            )
+        scales: dict[Pair, Tensor] = {p: model.logit_scale(p) for p in PAIRS}
+        values = self.objective(out.emb, batch, scales, step)
+        if out.logits is not None or out.cond is not None:
+            values["policy"] = model.policy_loss(out, batch)
+        if len(self.aux):
+            with self.autocast:
+                values.update(self.aux(Context(model=model, batch=batch, out=out, step=step, rng=inp.rng)))
+        return StepLosses(values=values, weighted=self.weigh(values, step), out=out, scales=scales)
+
+    def weigh(self, values: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """Each term times its prior weight λ; terms with λ = 0 are left out."""
+        prior = self.objective.weights(values, self.priors)
+        weighted = {n: prior[n] * v for n, v in values.items() if prior[n] > 0}
+        if not weighted:
+            raise ConfigError(f"no loss term has a positive weight at step {step}")
+        return weighted
+
+    def apply(
+        self, weighted: dict[str, Tensor], optimizer: torch.optim.Optimizer, balancer: Balancer, step: int
+    ) -> StepUpdate:
+        """Gradients through ``balancer``, clipped over every trained parameter, then ``optimizer.step()``."""
+        optimizer.zero_grad(set_to_none=True)
+        params = self.parameters()
+        conflict = None
+        if self.cfg.loss.balancer.diagnose_at(step):  # gradient-conflict health check (keeps the graph)
+            conflict = diagnose(weighted, params)
+        multipliers = balancer.backward(weighted, params, step)
+        total = sum(multipliers[n] * float(v.detach()) for n, v in weighted.items())
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        optimizer.step()
+        return StepUpdate(total=float(total), grad_norm=grad_norm, multipliers=multipliers, conflict=conflict)
+
+    def log_values(self, losses: StepLosses, batch: Batch) -> dict[str, float]:
+        """``loss/<term>`` of every term, the pairs' MI bound and temperature, the policy's accuracy and
+        the objectives' own metrics."""
+        record: dict[str, float] = {}
+        for name, value in losses.values.items():
+            record[f"loss/{name}"] = float(value.detach())
+            pair = next((p for p in PAIRS if p == name), None)
+            if pair is not None:
+                record[f"health/mi_bound/{pair}"] = mutual_information_bound(value, len(batch))
+                record[f"temperature/{pair}"] = 1.0 / float(losses.scales[pair].detach())
+        logits = losses.out.logits
+        if logits is not None:
+            hit = (logits[:, 0].argmax(-1) == batch.action[:, 0]).float().mean()
+            record["policy/accuracy"] = float(hit)
+        record.update(self.aux.log_values())
+        return record
