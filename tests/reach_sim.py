@@ -146,7 +146,7 @@ class Reach2D(Simulator):
             train_episodes=counts["train"],
             val_episodes=counts["val"],
             test_episodes=counts["test"],
-            image_size=args.image_size or self.default_image_size,
+            image_size=self.default_image_size if args.image_size is None else args.image_size,
             seed=args.seed,
         )
         t0 = time.perf_counter()

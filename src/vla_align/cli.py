@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import errno
+import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import config as config_lib
+from . import safety
 from .errors import UserError
 
 
@@ -58,8 +61,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     if args.resume:
+        if args.out or args.config:
+            raise UserError("train --resume RUN continues RUN with its own config.json: drop --out / --config")
         run_dir = Path(args.resume)
         cfg, _ = load_run_config(run_dir)
+        cfg = config_lib.apply_flags(cfg, args)  # overrides; train() refuses those a resume may not change
+        if args.data:
+            cfg.data.path = str(args.data)
         train(cfg, run_dir, resume=True)
         return
     if not args.out:
@@ -68,50 +76,116 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(cfg, Path(args.out))
 
 
-def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from .runs import evaluate_run, load_model, load_run_config, update_metrics
-
-    run_dir = Path(args.run)
-    cfg, extra = load_run_config(run_dir)
+def _eval_config(cfg: Any, args: argparse.Namespace) -> Any:
+    """The run's config with the eval flags applied, re-validated by every config's ``__post_init__``."""
     if args.split:
-        cfg.eval.split = args.split
+        cfg.eval.split = cfg.eval.sim.split = args.split
     if args.max_episodes is not None:
         cfg.eval.max_episodes = args.max_episodes
     if args.episodes is not None:
         cfg.eval.sim.episodes = args.episodes
+    return config_lib.from_dict(type(cfg), config_lib.to_dict(cfg))
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate a run; numbers of a split other than the run's own evaluation split (``eval.split``,
+    the test split) are stored under ``split/<name>/...`` so they never overwrite the test numbers."""
+    from .checkpoint import training_progress
+    from .runs import check_run_dataset, episodes_file, evaluate_run, load_model, load_run_config, update_metrics
+
+    run_dir = Path(args.run)
+    cfg, extra = load_run_config(run_dir)
+    run_split = cfg.eval.split
+    cfg = _eval_config(cfg, args)
+    progress = training_progress(run_dir, cfg)
     model, _ = load_model(run_dir)
     if args.episodes and model.policy is None:
         raise UserError(f"{run_dir}: --episodes needs a run trained with a policy (--model.policy.enabled true)")
     data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
-    merged = update_metrics(run_dir, evaluate_run(run_dir, cfg, extra["dataset"], model, data_path))
-    print_summary(merged, cfg.eval.split)
+    check_run_dataset(run_dir, extra["dataset"], data_path)
+    split = cfg.eval.split
+    metrics = evaluate_run(run_dir, cfg, extra["dataset"], model, data_path, episodes_file(split, run_split))
+    prefix = "" if split == run_split else f"split/{split}/"
+    merged = update_metrics(run_dir, {f"{prefix}{k}": v for k, v in metrics.items()} | progress.metrics())
+    print_summary({**metrics, **progress.metrics()}, split)
+    if prefix:
+        print(f"{split}-split metrics stored under {prefix}... in {run_dir / 'metrics.json'} (test numbers kept)")
     return merged
 
 
-def cmd_pipeline(args: argparse.Namespace) -> None:
+def _pipeline_mode(run_dir: Path, cfg: Any, data_path: Path) -> str:
+    """What a pipeline does with ``run_dir``: ``new`` (train from scratch), ``resume`` (an interrupted run
+    of the same config and data) or ``done`` (that run finished: evaluate and report it)."""
+    from . import checkpoint
+
+    if not run_dir.exists() or safety.is_empty_dir(run_dir):
+        return "new"
+    fingerprint = checkpoint.read_fingerprint(run_dir)
+    if fingerprint is None:
+        raise UserError(f"{run_dir} is not empty; pass --overwrite to replace that run or choose another --out")
+    changes = checkpoint.config_changes(fingerprint["config"], cfg)
+    if not changes and checkpoint.dataset_fingerprint(data_path) != fingerprint["dataset"]:
+        changes = [f"the dataset ({data_path} differs from the one it was trained on)"]
+    if changes:
+        raise UserError(
+            f"{run_dir} holds a run with another config or dataset ({'; '.join(changes[:2])}); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    progress = checkpoint.training_progress(run_dir, cfg)
+    if progress.finished and progress.weights:
+        return "done"
+    return "resume" if (run_dir / "checkpoint" / checkpoint.STATE_FILE).is_file() else "new"
+
+
+def _pipeline(args: argparse.Namespace, cfg: Any, run_dir: Path) -> None:
+    from .progress import console
     from .runs import ensure_dataset
     from .train import train
 
-    cfg = _run_config(args)  # validate everything before touching the disk
-    run_dir = Path(args.out)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not args.overwrite:
-            raise UserError(f"{run_dir} is not empty; pass --overwrite to replace that run or choose another --out")
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
     # --data names an existing dataset (checked when read); otherwise generate the preset's one.
     path = Path(args.data) if args.data else ensure_dataset(cfg.data)
     cfg.data.path = str(path)
-    train(cfg, run_dir)
+    mode = _pipeline_mode(run_dir, cfg, path)
+    if mode == "done":
+        console.print(f"{run_dir}: this run already finished training; evaluating and reporting it")
+    else:
+        if mode == "resume":
+            console.print(f"{run_dir}: continuing the interrupted run from its last checkpoint")
+        train(cfg, run_dir, resume=mode == "resume")
     cmd_eval(argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None, episodes=None))
     report = cmd_report(argparse.Namespace(run=str(run_dir), lang=args.lang, out=None, failures=6, data=None))
-    print(f"pipeline finished in {time.perf_counter() - t0:.0f} s; metrics in {run_dir / 'metrics.json'}")
     print(f"report: {report.resolve()}")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    """data -> train -> eval -> report. An interrupted pipeline re-run with the same flags continues
+    where it stopped; ``--overwrite`` replaces a vla-align run (only), deleting the old one at the end."""
+    cfg = _run_config(args)  # validate everything before touching the disk
+    run_dir = Path(args.out)
+    data = Path(args.data) if args.data else cfg.data.resolved_path()
+    t0 = time.perf_counter()
+    if args.overwrite:
+        with safety.replace_after_success(run_dir, "run", protect=[data]):
+            _pipeline(args, cfg, run_dir)
+    else:
+        safety.check_outside(run_dir, [data])
+        if run_dir.exists() and not safety.is_empty_dir(run_dir) and not safety.is_run_dir(run_dir):
+            raise UserError(
+                f"{run_dir} is not empty and is not a vla-align run; choose another --out "
+                "(--overwrite replaces only vla-align runs)"
+            )
+        _pipeline(args, cfg, run_dir)
+    print(f"pipeline finished in {time.perf_counter() - t0:.0f} s; metrics in {run_dir / 'metrics.json'}")
 
 
 def cmd_report(args: argparse.Namespace) -> Path:
     from .report import write_report
 
+    if args.data:
+        from .runs import check_run_dataset, load_run_config
+
+        _, extra = load_run_config(Path(args.run))
+        check_run_dataset(Path(args.run), extra.get("dataset") or {}, Path(args.data))
     t0 = time.perf_counter()
     path = write_report(args.run, lang=args.lang, out=args.out, max_failures=args.failures, data=args.data)
     size = path.stat().st_size / 2**20
@@ -125,7 +199,10 @@ def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
 
     from .evaluate import DIRECTIONS
 
-    table = Table(title=f"retrieval ({split} split)")
+    status = _status_line(metrics)
+    if status:
+        Console().print(f"[bold red]{status}[/]")
+    table = Table(title=f"retrieval ({split} split)", caption=status or None)
     cols = ["R@1", "R@5", "R@10", "MRR", "nDCG@10"]
     table.add_column("direction")
     table.add_column("queries", justify="right")
@@ -173,6 +250,15 @@ def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
         Console().print(sim)
 
 
+def _status_line(metrics: dict[str, Any]) -> str:
+    """A warning when the evaluated run had not finished training (empty otherwise)."""
+    if metrics.get("run/finished", 1.0):
+        return ""
+    step = metrics.get("run/step")
+    at = f" (step {step:.0f} of {metrics.get('run/steps', 0):.0f})" if step is not None else ""
+    return f"training did not finish{at}: these numbers are of an intermediate checkpoint; finish it with --resume"
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     from .presets import PRESETS
 
@@ -215,6 +301,24 @@ def _add_data_parser(sub: Any) -> None:
         q.set_defaults(func=cmd_data)
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _split_name(text: str) -> str:
+    """argparse type: a split name (letters, digits, ``_``, ``-``; it becomes part of metric keys)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise argparse.ArgumentTypeError(f"a split name is letters, digits, '_' or '-', got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .presets import PRESETS, RunConfig
 
@@ -237,9 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a trained run on its held-out split")
     p.add_argument("--run", required=True)
-    p.add_argument("--split", default=None)
-    p.add_argument("--max-episodes", type=int, default=None, help="retrieval: at most this many episodes")
-    p.add_argument("--episodes", type=int, default=None, help="closed-loop episodes in the simulator (policy runs)")
+    p.add_argument(
+        "--split",
+        type=_split_name,
+        default=None,
+        help="evaluate this split instead of the run's eval.split (stored under split/<name>/...)",
+    )
+    p.add_argument("--max-episodes", type=_count, default=None, help="retrieval: at most this many episodes")
+    p.add_argument("--episodes", type=_count, default=None, help="closed-loop episodes in the simulator (policy runs)")
     p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
     p.set_defaults(func=cmd_eval)
 
@@ -247,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--lang", choices=["zh", "en"], default="zh", help="language of the report text (default zh)")
     p.add_argument("--out", help="where to write the HTML (default RUN/report.html)")
-    p.add_argument("--failures", type=int, default=6, help="failed episodes shown as three-view panels (worst first)")
+    p.add_argument(
+        "--failures", type=_count, default=6, help="failed episodes shown as three-view panels (worst first)"
+    )
     p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
     p.set_defaults(func=cmd_report)
 
@@ -264,7 +375,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path, what went wrong and what to do."""
+    hints = {
+        errno.EACCES: "check its permissions or choose another path",
+        errno.EPERM: "check its permissions or choose another path",
+        errno.EROFS: "it is on a read-only file system; choose another path",
+        errno.ENAMETOOLONG: "use a shorter path",
+        errno.ENOSPC: "the disk is full; free some space or choose another path",
+        errno.ENOENT: "check that the path exists",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "it is a folder; name a file",
+        errno.ELOOP: "it is a loop of symbolic links; fix the link",
+    }
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = hints.get(exc.errno or 0, "check the path and try again")
+    return f"{where}: {reason}; {hint}" if where else f"{reason}; {hint}"
+
+
+def _save_crash() -> Path | None:
+    """Write the current exception's traceback to ``~/.cache/vla-align/crash-<time>-<pid>.txt`` (or
+    the temp folder); returns the file, or None when neither is writable."""
+    import tempfile
+    import traceback
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vla-align"
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    text = f"vla-align {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
+    for folder in (base, Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A failure the user can fix (UserError, a path that cannot be read or written)
+    is one line on stderr and exit 2; a bug is a short message naming the saved traceback, exit 1."""
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -277,6 +428,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vla-align: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"vla-align: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        crash = _save_crash()
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        where = f"the traceback is in {crash}" if crash else "no traceback could be saved"
+        print(f"vla-align: internal error ({type(exc).__name__}: {first}); {where}; please report it", file=sys.stderr)
+        return 1
     return 0
 
 

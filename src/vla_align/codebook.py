@@ -37,7 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .config import check_float, check_int
 
 
 @dataclass
@@ -52,20 +52,13 @@ class CodebookConfig:
     temperature: float = 0.1  # τ of the soft code assignments of the agreement term
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ConfigError(f"loss.codebook.weight must be >= 0, got {self.weight}")
-        if self.codes < 2:
-            raise ConfigError(f"loss.codebook.codes must be >= 2, got {self.codes}")
-        if self.beta < 0:
-            raise ConfigError(f"loss.codebook.beta must be >= 0, got {self.beta}")
-        if not 0 < self.decay < 1:
-            raise ConfigError(f"loss.codebook.decay must be in (0, 1), got {self.decay}")
-        if self.restart_after < 0:
-            raise ConfigError(f"loss.codebook.restart_after must be >= 0 (0 = never), got {self.restart_after}")
-        if self.agreement < 0:
-            raise ConfigError(f"loss.codebook.agreement must be >= 0, got {self.agreement}")
-        if self.temperature <= 0:
-            raise ConfigError(f"loss.codebook.temperature must be > 0, got {self.temperature}")
+        check_float("loss.codebook.weight", self.weight, 0.0, why="λ of the codebook objective, 0 = off")
+        check_int("loss.codebook.codes", self.codes, 2, why="K codes")
+        check_float("loss.codebook.beta", self.beta, 0.0, why="the commitment weight")
+        check_float("loss.codebook.decay", self.decay, 0.0, 1.0, lo_open=True, hi_open=True, why="γ of the EMA")
+        check_int("loss.codebook.restart_after", self.restart_after, 0, why="updates unused, 0 = never")
+        check_float("loss.codebook.agreement", self.agreement, 0.0, why="relative weight of the agreement term")
+        check_float("loss.codebook.temperature", self.temperature, 0.0, lo_open=True, why="τ of the soft assignments")
 
 
 def _distributed() -> bool:

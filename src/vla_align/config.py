@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import numbers
 import types
 import typing
 from pathlib import Path
@@ -32,6 +34,68 @@ from .registry import Registry
 
 C = TypeVar("C")
 V = TypeVar("V", bound="VariantConfig")
+
+ALLOW_INF = "allow_inf"  # field metadata: this float may be ±inf (every other float must be finite)
+SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit integers: numpy, torch and the simulators all take them
+
+
+# --- value checks shared by every config's __post_init__ ---------------------------------------
+
+
+def out_of_range(path: str, value: object, allowed: str, why: str = "") -> ConfigError:
+    """The error of a config value outside its range: the field (config path and flag), what is
+    allowed and why, and the value given."""
+    because = f" ({why})" if why else ""
+    return ConfigError(f"{path} must be {allowed}{because}, got {value!r} (flag {_flag(path)})")
+
+
+def check_int(path: str, value: object, lo: int, hi: int | None = None, why: str = "") -> None:
+    """Raise unless ``value`` is an integer (not a bool) in ``lo..hi`` (``hi`` None: no upper bound)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers too
+    ok = ok and value >= lo and (hi is None or value <= hi)  # type: ignore[operator]
+    if not ok:
+        raise out_of_range(path, value, f"an integer >= {lo}" if hi is None else f"in {lo}..{hi}", why)
+
+
+def check_seed(path: str, value: object) -> None:
+    check_int(path, value, 0, SEED_MAX, "a seed is an unsigned 32-bit integer")
+
+
+def check_split(path: str, value: object) -> None:
+    """Raise unless ``value`` names a split: a non-empty word such as ``test``, ``val`` or ``train``."""
+    if not isinstance(value, str) or not value or value != value.strip() or "/" in value:
+        raise out_of_range(path, value, "a split name such as test, val or train")
+
+
+def check_float(
+    path: str,
+    value: object,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    why: str = "",
+) -> None:
+    """Raise unless ``value`` is a finite number (not a bool) between ``lo`` and ``hi`` (None: unbounded;
+    ``*_open``: that end excluded). NaN fails every comparison, so it is refused too."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo  # type: ignore[operator]
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi  # type: ignore[operator]
+    if not ok:
+        raise out_of_range(path, value, _describe_range(lo, hi, lo_open, hi_open), why)
+
+
+def _describe_range(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"a finite number {'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"a finite number {'<' if hi_open else '<='} {hi:g}"
+    return "a finite number"
 
 
 class VariantConfig:
@@ -136,7 +200,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _coerce(value: Any, tp: Any, where: str, allow_inf: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if is_variant_type(tp) and isinstance(value, str):
         value = {tp.key: value}  # a bare variant name
@@ -148,7 +212,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"config key {where!r} must be a list, got {value!r}")
         (item_tp, *_rest) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, where) for v in value)
+        return tuple(_coerce(v, item_tp, where, allow_inf) for v in value)
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             choices = ", ".join(repr(a) for a in typing.get_args(tp))
@@ -156,11 +220,28 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
+    if tp in (int, float):
+        return _number(value, tp, where, allow_inf)
+    if tp in (str, bool) and not isinstance(value, tp):
         raise ConfigError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
     return value
+
+
+def _number(value: Any, tp: type, where: str, allow_inf: bool) -> int | float:
+    """An int or float field's value: a bool is neither, an int field takes no fraction, a float field
+    no NaN (nor ±inf unless the field's metadata sets ``ALLOW_INF``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"config key {where!r} must be a whole number, got {value!r} (flag {_flag(where)})")
+        return int(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ConfigError(
+            f"{where} must be a finite number, got {value!r} (flag {_flag(where)}); NaN and infinity are never "
+            "valid settings"
+        )
+    return float(value)
 
 
 def _variant_owners(family: type[VariantConfig], key: str) -> list[str]:
@@ -225,7 +306,9 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             default = _default(fields[k])
             if isinstance(default, VariantConfig):
                 data[k] = {tp.key: variant_name(default), **v}
-    kwargs = {k: _coerce(v, types_[k], f"{prefix}{k}") for k, v in data.items()}
+    kwargs = {
+        k: _coerce(v, types_[k], f"{prefix}{k}", bool(fields[k].metadata.get(ALLOW_INF))) for k, v in data.items()
+    }
     return cls(**kwargs)
 
 
@@ -241,6 +324,10 @@ def load_json(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); pass a config.json written by vla-align") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     return data

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import check_int, check_seed, check_split, out_of_range
 from .data.lerobot import FrameTable
 from .data.windows import ChunkSampler
-from .errors import ConfigError
 from .losses import group_positives, info_nce, mutual_information_bound
 from .modalities import PAIR_MODALITIES, PAIRS
 from .model import TriModalModel
@@ -60,10 +60,15 @@ class EvalConfig:
     sim: SimConfig = field(default_factory=SimConfig)  # closed-loop rollouts (runs with a policy)
 
     def __post_init__(self) -> None:
-        if not self.ks or min(self.ks) < 1 or self.ndcg_k < 1:
-            raise ConfigError("eval.ks and eval.ndcg_k must be positive integers")
-        if self.batch_size < 1 or self.max_episodes < 0:
-            raise ConfigError("eval.batch_size must be >= 1 and eval.max_episodes >= 0")
+        check_split("eval.split", self.split)
+        check_seed("eval.seed", self.seed)
+        if not self.ks:
+            raise out_of_range("eval.ks", self.ks, "one or more cut-offs K of R@K", "e.g. 1 5 10")
+        for k in self.ks:
+            check_int("eval.ks", k, 1, why="the K of R@K")
+        check_int("eval.ndcg_k", self.ndcg_k, 1, why="the cut-off of nDCG@K")
+        check_int("eval.batch_size", self.batch_size, 1)
+        check_int("eval.max_episodes", self.max_episodes, 0, why="at most this many episodes, 0 = the whole split")
 
 
 def _unique(keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from .config import VariantConfig, check_name, own_fields, resolve
+from .config import VariantConfig, check_int, check_name, own_fields, resolve
 from .errors import ConfigError
 from .registry import Registry
 
@@ -173,8 +173,7 @@ class FiLMFusionConfig(FusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.channels < 8:
-            raise ConfigError(f"{WHERE}.channels must be >= 8, got {self.channels}")
+        check_int(f"{WHERE}.channels", self.channels, 8, why="width of the FiLM-conditioned conv blocks")
 
 
 class CrossAttentionFusion(FusionModule):
@@ -223,8 +222,7 @@ class CrossAttentionFusionConfig(FusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.heads <= 64:
-            raise ConfigError(f"{WHERE}.heads must be in 1..64, got {self.heads}")
+        check_int(f"{WHERE}.heads", self.heads, 1, 64, why="attention heads; they must divide model.policy.hidden")
 
 
 def product_of_gaussians(

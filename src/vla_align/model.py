@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import as_variant
+from .config import as_variant, check_float, check_int
 from .data.episode import ActionSpec
 from .data.normalizer import STAT_KEYS, ActionNormalizer
 from .encoders import (
@@ -47,12 +47,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.text = as_variant(self.text, TextEncoderConfig, "model.text")
-        if not 16 <= self.embed_dim <= 2048:
-            raise ConfigError(f"model.embed_dim must be in 16..2048 (chapter: 256-1024), got {self.embed_dim}")
-        if not 0.0 < self.init_temperature <= 1.0:
-            raise ConfigError(f"model.init_temperature must be in (0, 1], got {self.init_temperature}")
-        if not 1.0 < self.max_logit_scale <= 1000.0:
-            raise ConfigError(f"model.max_logit_scale must be in (1, 1000], got {self.max_logit_scale}")
+        check_int("model.embed_dim", self.embed_dim, 16, 2048, why="the size of Z; the chapter uses 256-1024")
+        check_float("model.init_temperature", self.init_temperature, 0.0, 1.0, lo_open=True, why="InfoNCE's τ")
+        check_float(
+            "model.max_logit_scale", self.max_logit_scale, 1.0, 1000.0, lo_open=True, why="the cap on 1/τ (CLIP: 100)"
+        )
         if 1.0 / self.init_temperature > self.max_logit_scale:
             raise ConfigError("model.init_temperature is below 1/max_logit_scale; raise it or max_logit_scale")
 

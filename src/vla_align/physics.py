@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import check_float
 from .errors import ConfigError, DatasetError
 
 Signal = Literal["position", "velocity"]
@@ -271,17 +272,13 @@ class PhysicsConfig:
 
     def __post_init__(self) -> None:
         for name in ("feasibility_weight", "distill_weight"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"loss.physics.{name} must be a finite number >= 0 (0 = off), got {value}")
-        if not 0 < self.percentile <= 100:
-            raise ConfigError(
-                f"loss.physics.percentile must be in (0, 100], got {self.percentile}; 99 keeps rare spikes out"
-            )
-        if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
-            raise ConfigError(
-                f"loss.physics.distill_temperature must be > 0 (1 = no softening), got {self.distill_temperature}"
-            )
+            check_float(f"loss.physics.{name}", getattr(self, name), 0.0, why="a loss weight, 0 = off")
+        check_float(
+            "loss.physics.percentile", self.percentile, 0.0, 100.0, lo_open=True, why="99 keeps rare spikes out"
+        )
+        check_float(
+            "loss.physics.distill_temperature", self.distill_temperature, 0.0, lo_open=True, why="1 = no softening"
+        )
         if self.limits is not None:
             if not isinstance(self.limits, dict):
                 raise ConfigError(

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import as_variant
+from .config import as_variant, check_float, check_int
 from .data.episode import ActionSpec
 from .data.normalizer import NormMode
 from .errors import ConfigError
@@ -63,20 +63,19 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         self.fusion = as_variant(self.fusion, FusionConfig, "model.policy.fusion")
         self.head = as_variant(self.head, HeadConfig, "model.policy.head")
-        if not 0 <= self.history_dropout < 1:
-            raise ConfigError(f"model.policy.history_dropout is a probability in [0, 1), got {self.history_dropout}")
-        if not 1 <= self.history <= 32:
-            raise ConfigError(f"model.policy.history must be in 1..32, got {self.history}")
-        if self.hidden < 8:
-            raise ConfigError(f"model.policy.hidden must be >= 8, got {self.hidden}")
-        if not 1 <= self.execute <= self.chunk <= 64:
+        check_float("model.policy.history_dropout", self.history_dropout, 0.0, 1.0, hi_open=True, why="a probability")
+        check_int("model.policy.history", self.history, 1, 32, why="previous actions the policy sees")
+        check_int("model.policy.hidden", self.hidden, 8)
+        check_int("model.policy.chunk", self.chunk, 1, 64, why="actions predicted per step")
+        check_int("model.policy.execute", self.execute, 1, 64, why="actions played per chunk")
+        if self.execute > self.chunk:
             raise ConfigError(
                 f"model.policy needs 1 <= execute <= chunk <= 64, got execute={self.execute}, chunk={self.chunk}"
             )
-        if self.weight < 0 or self.start_step < 0 or self.freeze_encoders_until < 0:
-            raise ConfigError("model.policy.weight, start_step and freeze_encoders_until must be >= 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"model.policy.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check_float("model.policy.weight", self.weight, 0.0, why="the behaviour-cloning loss weight")
+        check_int("model.policy.start_step", self.start_step, 0, why="contrastive-only steps first")
+        check_int("model.policy.freeze_encoders_until", self.freeze_encoders_until, 0)
+        check_float("model.policy.label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
         if self.normalize not in ("mean_std", "min_max", "percentile"):
             raise ConfigError(f"model.policy.normalize must be mean_std, min_max or percentile, got {self.normalize!r}")
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import atomic, checkpoint
+from . import atomic, checkpoint, safety
 from . import config as config_lib
 from .data.episode import ActionSpec
 from .errors import UserError
@@ -42,12 +43,39 @@ def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[TriMo
     return model.to(device).eval(), cfg
 
 
+def read_metrics(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The flat metrics in ``path`` and, when the file is damaged (not a JSON object), why (else None)."""
+    if not path.is_file():
+        return {}, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, f"not valid JSON ({exc})"
+    if not isinstance(data, dict):
+        return {}, f"a JSON {type(data).__name__}, not an object"
+    return data, None
+
+
 def update_metrics(run_dir: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` into ``run_dir/metrics.json``. A damaged metrics.json never loses the new
+    numbers: it is kept as ``metrics.json.bak`` (``.bak.1``, ... when taken) and a fresh one written."""
     path = run_dir / "metrics.json"
-    merged: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    merged, damage = read_metrics(path)
+    if damage is not None:
+        backup = _free_name(path.with_name(path.name + ".bak"))
+        os.replace(path, backup)
+        safety.note(f"{path} was damaged ({damage}); kept it as {backup} and wrote a new one")
     merged.update(values)
     atomic.write_json(path, dict(sorted(merged.items())))
     return merged
+
+
+def _free_name(path: Path) -> Path:
+    n, candidate = 0, path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
 
 
 def ensure_dataset(data: DataConfig, overwrite: bool = False) -> Path:
@@ -57,8 +85,8 @@ def ensure_dataset(data: DataConfig, overwrite: bool = False) -> Path:
     sim = get_simulator(data.source)
     path = data.resolved_path()
     if path.exists() and not overwrite:
-        info_path = path / "meta" / "info.json"
-        if info_path.is_file() and sim.describes(data, json.loads(info_path.read_text())):
+        info = _json_object(path / "meta" / "info.json")
+        if info is not None and sim.describes(data, info):
             console.print(f"reusing dataset {path}")
             return path
         raise UserError(
@@ -67,12 +95,26 @@ def ensure_dataset(data: DataConfig, overwrite: bool = False) -> Path:
     return sim.generate(data, path, overwrite)
 
 
+def episodes_file(split: str, run_split: str) -> str:
+    """Where the closed-loop episodes of an evaluation on ``split`` go: the run's own evaluation split
+    keeps ``eval_episodes.jsonl`` (what the report replays); another split gets its own file."""
+    from .sim.base import EPISODES_FILE
+
+    return EPISODES_FILE if split == run_split else f"eval_episodes_{split}.jsonl"
+
+
 def evaluate_run(
-    run_dir: Path, cfg: RunConfig, dataset: dict[str, Any], model: TriModalModel, data_path: Path
+    run_dir: Path,
+    cfg: RunConfig,
+    dataset: dict[str, Any],
+    model: TriModalModel,
+    data_path: Path,
+    episodes_name: str | None = None,
 ) -> dict[str, Any]:
     """Retrieval (and, for continuous actions, trajectory) metrics on ``cfg.eval.split`` when the dataset
     is on disk, and closed loop through the dataset's simulator (from the dataset description alone
-    when it is not); the closed-loop episodes go to ``run_dir/eval_episodes.jsonl``."""
+    when it is not); the closed-loop episodes go to ``run_dir/episodes_name`` (default
+    ``eval_episodes.jsonl``)."""
     from .data.lerobot import read_dataset
     from .evaluate import evaluate_retrieval, evaluate_trajectories
     from .sim import EvalContext, evaluate_closed_loop, simulator_for
@@ -101,5 +143,30 @@ def evaluate_run(
     episodes: list[EpisodeResult] = []
     ctx = EvalContext.from_run(dataset, split, sim_table)
     metrics.update(evaluate_closed_loop(sim, model, ctx, cfg.eval.sim, episodes_out=episodes))
-    write_episodes(run_dir / EPISODES_FILE, episodes)
+    write_episodes(run_dir / (episodes_name or EPISODES_FILE), episodes)
     return metrics
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_run_dataset(run_dir: Path, dataset: dict[str, Any], data_path: Path) -> None:
+    """Refuse to evaluate (or report) a run on a dataset other than the one it was trained on: by the
+    fingerprint the run recorded, or for older runs by the action spec of its dataset description."""
+    fingerprint = checkpoint.read_fingerprint(run_dir)
+    if fingerprint is not None:
+        checkpoint.check_dataset_unchanged(run_dir, data_path, fingerprint)
+        return
+    info = _json_object(data_path / "meta" / "info.json")
+    ours = (info or {}).get("vla_align")
+    theirs = (dataset.get("info") or {}).get("action_spec")
+    if isinstance(ours, dict) and theirs is not None and ours.get("action_spec") != theirs:
+        raise UserError(
+            f"{data_path}: its action spec differs from that of the dataset run {run_dir} was trained on; "
+            "pass that dataset (or omit --data)"
+        )

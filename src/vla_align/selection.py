@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from .errors import ConfigError
+from .config import check_float, check_int
 
 if TYPE_CHECKING:
     from .data.lerobot import FrameTable
@@ -39,10 +39,10 @@ class SelectionConfig:
     min_retrieval: float = 0.70  # the gate of rule "gated": validation image->text R@10
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.episodes < 0 or self.patience < 0:
-            raise ConfigError("train.select: every, episodes and patience must be >= 0")
-        if not 0 <= self.min_retrieval <= 1:
-            raise ConfigError(f"train.select.min_retrieval is a recall in [0, 1], got {self.min_retrieval}")
+        check_int("train.select.every", self.every, 0, why="steps between validation checks, 0 = off")
+        check_int("train.select.episodes", self.episodes, 0, why="closed-loop validation episodes per check")
+        check_int("train.select.patience", self.patience, 0, why="checks without improvement, 0 = never stop early")
+        check_float("train.select.min_retrieval", self.min_retrieval, 0.0, 1.0, why="a recall")
 
 
 def selection_score(recall: float, success: float | None, cfg: SelectionConfig) -> float:

@@ -7,11 +7,20 @@
 
 ``train.train``, the benchmarks and the tests all go through this unit, so a term added to the
 objectives reaches every one of them.
+
+Finite-loss guard: ``apply`` takes the optimizer step only when the total loss and the gradient norm
+are finite. Otherwise it zeroes the gradients, puts the balancer's learned state back as it was and
+returns an update whose ``skipped`` says why; parameters and optimizer state are untouched. The
+check reads the total and the clip norm already computed, so finite steps are bit-identical to an
+unguarded step. The objectives' buffers that the forward pass updates (the codebook's moving
+averages) are saved by ``save_buffers`` before ``compute_losses`` and put back by ``restore_buffers``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +71,7 @@ class StepUpdate:
     grad_norm: Tensor  # norm of every trained parameter's gradient before clipping
     multipliers: dict[str, float]  # the balancer's weight of each term
     conflict: dict[str, Any] | None = None  # gradient-conflict diagnostics, on the steps that take them
+    skipped: str | None = None  # why no update was made (a non-finite loss or gradient); None = applied
 
 
 class TrainingStep:
@@ -147,17 +157,36 @@ class TrainingStep:
     def apply(
         self, weighted: dict[str, Tensor], optimizer: torch.optim.Optimizer, balancer: Balancer, step: int
     ) -> StepUpdate:
-        """Gradients through ``balancer``, clipped over every trained parameter, then ``optimizer.step()``."""
+        """Gradients through ``balancer``, clipped over every trained parameter, then ``optimizer.step()``;
+        with a non-finite total loss or gradient norm, no step (see the module's finite-loss guard)."""
         optimizer.zero_grad(set_to_none=True)
         params = self.parameters()
         conflict = None
         if self.cfg.loss.balancer.diagnose_at(step):  # gradient-conflict health check (keeps the graph)
             conflict = diagnose(weighted, params)
+        learned = copy.deepcopy(balancer.state_dict())  # what backward may update (GradNorm's w, σ_i, ...)
         multipliers = balancer.backward(weighted, params, step)
-        total = sum(multipliers[n] * float(v.detach()) for n, v in weighted.items())
+        total = float(sum(multipliers[n] * float(v.detach()) for n, v in weighted.items()))
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        bad = non_finite_reason(total, grad_norm, weighted)
+        if bad is not None:
+            optimizer.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
+            balancer.load_state_dict(learned)
+            return StepUpdate(total=total, grad_norm=grad_norm, multipliers=multipliers, skipped=bad)
         optimizer.step()
-        return StepUpdate(total=float(total), grad_norm=grad_norm, multipliers=multipliers, conflict=conflict)
+        return StepUpdate(total=total, grad_norm=grad_norm, multipliers=multipliers, conflict=conflict)
+
+    def save_buffers(self) -> dict[str, Tensor]:
+        """Copies of the objectives' buffers, which their forward pass may update (the VQ codebook's
+        moving averages); ``restore_buffers`` puts them back after a skipped step."""
+        return {name: buf.detach().clone() for name, buf in self.aux.named_buffers()}
+
+    def restore_buffers(self, saved: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, buf in self.aux.named_buffers():
+                buf.copy_(saved[name])
 
     def log_values(self, losses: StepLosses, batch: Batch) -> dict[str, float]:
         """``loss/<term>`` of every term, the pairs' MI bound and temperature, the policy's accuracy and
@@ -175,3 +204,14 @@ class TrainingStep:
             record["policy/accuracy"] = float(hit)
         record.update(self.aux.log_values())
         return record
+
+
+def non_finite_reason(total: float, grad_norm: Tensor, weighted: dict[str, Tensor]) -> str | None:
+    """Why a step must not update the weights (its total loss or gradient norm is NaN or infinite), or None."""
+    if math.isfinite(total) and bool(torch.isfinite(grad_norm)):
+        return None
+    bad = [n for n, v in weighted.items() if not bool(torch.isfinite(v.detach()).all())]
+    if not math.isfinite(total):
+        terms = f" (terms {', '.join(bad)})" if bad else ""
+        return f"the total loss is {total}{terms}"
+    return f"the gradient norm is {float(grad_norm)}"

@@ -25,6 +25,7 @@ import torch
 
 from . import atomic, checkpoint
 from . import config as config_lib
+from .config import check_float, check_int, check_seed
 from .data.lerobot import read_dataset
 from .data.windows import ChunkSampler
 from .errors import ConfigError, UserError
@@ -56,21 +57,33 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    max_bad_steps: int = 20  # stop after this many steps in a row with a non-finite loss or gradient (0 = never)
     select: SelectionConfig = field(default_factory=SelectionConfig)  # model selection on validation
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 2:
-            raise ConfigError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
-        if not 0 < self.lr <= 1.0:
-            raise ConfigError(f"train.lr must be in (0, 1], got {self.lr}")
-        if not 0 <= self.temperature_lr <= 1e-3:
-            raise ConfigError(
-                f"train.temperature_lr must be in [0, 1e-3] (chapter 5 checklist), got {self.temperature_lr}"
-            )
-        if not 0.0 <= self.augment_mirror <= 1.0:
-            raise ConfigError(f"train.augment_mirror is a probability in [0, 1], got {self.augment_mirror}")
-        if self.warmup_steps < 0 or self.log_every < 1 or self.checkpoint_every < 1:
-            raise ConfigError("train.warmup_steps >= 0, log_every >= 1 and checkpoint_every >= 1 are required")
+        check_int("train.steps", self.steps, 1)
+        check_int("train.batch_size", self.batch_size, 2, why="InfoNCE needs negatives")
+        check_float("train.lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_float("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0, why="the cosine ends at lr × min_lr_ratio")
+        check_float(
+            "train.weight_decay", self.weight_decay, 0.0, 1.0, why="AdamW scales the weights by 1 − lr × weight_decay"
+        )
+        check_int("train.warmup_steps", self.warmup_steps, 0)
+        check_float("train.temperature_lr", self.temperature_lr, 0.0, 1e-3, why="chapter 5 checklist")
+        check_float(
+            "train.grad_clip",
+            self.grad_clip,
+            0.0,
+            lo_open=True,
+            why="the largest gradient norm: a negative cap flips the gradient, 0 stops learning",
+        )
+        check_int("train.augment_shift", self.augment_shift, 0, 64, why="random shift in pixels, 0 = off")
+        check_float("train.augment_mirror", self.augment_mirror, 0.0, 1.0, why="a probability")
+        check_seed("train.seed", self.seed)
+        check_int("train.log_every", self.log_every, 1)
+        check_int("train.checkpoint_every", self.checkpoint_every, 1)
+        check_int("train.threads", self.threads, 0, 1024, why="torch intra-op threads, 0 = all cores")
+        check_int("train.max_bad_steps", self.max_bad_steps, 0, why="consecutive non-finite steps, 0 = never stop")
 
 
 def pick_device(name: str) -> torch.device:
@@ -121,7 +134,16 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """On resume, drop log lines written after the checkpoint we resume from."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= last_step]
+    kept = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):  # a kill tears only the last line, repaired before this
+            raise UserError(f"{path}: line {n} is damaged (not a JSON object); repair or remove it, then --resume")
+        if line.strip() and record.get("step", 0) <= last_step:
+            kept.append(line)
     atomic.write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -140,6 +162,8 @@ class TrainingRun:
     best: dict[str, float] = field(default_factory=lambda: {"score": -1.0, "step": 0.0, "checks_since": 0.0})
     seen: int = 0  # samples since this process started training (for the throughput log)
     t0: float = 0.0
+    guard: dict[str, int] = field(default_factory=lambda: {"skipped": 0, "in_a_row": 0})  # finite-loss guard
+    saved_step: int = 0  # the step of the last checkpoint written (0 = none yet)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -200,6 +224,7 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
     unit = TrainingStep(cfg, model, table)
     optimizer = make_optimizer(model, cfg.train, unit.aux)
     balancer = cfg.loss.balancer.build(unit.names).to(device)
+    checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)  # refuses a foreign --out / a changed resume
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, run_dir / "config.json", dataset=dataset_record(table, data_path, state_dim))
     val_table = read_dataset(data_path, split="val") if cfg.train.select.every else None
@@ -232,12 +257,23 @@ def restore(run: TrainingRun) -> int:
     state = checkpoint.load_train_state(run.ckpt_dir)
     if state is None:
         raise UserError(f"{run.ckpt_dir}: no train_state.pt to resume from; start a new run instead")
-    run.model.load_state_dict(state["model"])
-    run.training_step.aux.load_state_dict(state.get("aux") or {})
-    run.balancer.load_state_dict(state.get("balancer") or run.balancer.state_dict())
-    run.optimizer.load_state_dict(state["optimizer"])
-    start = int(state["step"])
+    try:
+        run.model.load_state_dict(state["model"])
+        run.training_step.aux.load_state_dict(state.get("aux") or {})
+        run.balancer.load_state_dict(state.get("balancer") or run.balancer.state_dict())
+        run.optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{run.ckpt_dir / checkpoint.STATE_FILE}: does not belong to this run's model ({first}); start a new run"
+        ) from None
+    for folder in (run.run_dir, run.ckpt_dir, run.ckpt_dir / "best"):  # temporary files of interrupted writes
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     run.best.update(state.get("best") or {})
+    run.guard.update(state.get("guard") or {})
+    run.saved_step = start
     _truncate_metrics(run.metrics_path, start)
     return start
 
@@ -261,17 +297,25 @@ def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
     cfg = run.cfg.train
     inp = run.training_step.prepare_batch(run.sampler, step)
     set_learning_rate(run.optimizer, step, cfg)
+    buffers = run.training_step.save_buffers()
     losses = run.training_step.compute_losses(inp, step)
     update = run.training_step.apply(losses.weighted, run.optimizer, run.balancer, step)
-    if update.conflict is not None:
-        log.write(json.dumps({"step": step + 1, **update.conflict}) + "\n")
-    run.seen += len(inp.batch)
     done = step + 1
-    if done % cfg.log_every == 0 or done == cfg.steps:
+    if update.skipped is not None:
+        run.training_step.restore_buffers(buffers)
+        skip_step(run, update.skipped, done, log)
+    else:
+        run.guard["in_a_row"] = 0
+    if update.conflict is not None:
+        log.write(json.dumps({"step": done, **update.conflict}) + "\n")
+    run.seen += len(inp.batch)
+    if update.skipped is None and (done % cfg.log_every == 0 or done == cfg.steps):
         rate = run.seen / (time.perf_counter() - run.t0)
         record: dict[str, Any] = {"step": done, "loss/total": update.total, "lr": run.optimizer.param_groups[0]["lr"]}
         record |= run.training_step.log_values(losses, inp.batch) | run.balancer.log_values()
         record |= {"grad_norm": float(update.grad_norm), "samples_per_s": rate}
+        if run.guard["skipped"]:  # only once a step was skipped: finite runs log exactly what they did before
+            record["train/skipped_steps"] = run.guard["skipped"]
         log.write(json.dumps(record) + "\n")
         log.flush()
         bar.info = f"loss {update.total:.3f}  {rate:.0f} samples/s"
@@ -279,8 +323,67 @@ def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
     if run.val_table is not None and (done % cfg.select.every == 0 or done == cfg.steps):
         stop = validate(run, run.val_table, done, log)
     if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
-        save_checkpoint(run.model, run.optimizer, done, run.ckpt_dir, run.best, run.training_step.aux, run.balancer)
+        check_finite_state(run, done)
+        save_checkpoint(
+            run.model, run.optimizer, done, run.ckpt_dir, run.best, run.training_step.aux, run.balancer, run.guard
+        )
+        run.saved_step = done
     return stop
+
+
+def skip_step(run: TrainingRun, reason: str, done: int, log: TextIO) -> None:
+    """Count and log a step the finite-loss guard skipped; stop the run after ``train.max_bad_steps``
+    of them in a row (the checkpoints on disk are the last good ones)."""
+    run.guard["skipped"] += 1
+    run.guard["in_a_row"] += 1
+    skipped, in_a_row = run.guard["skipped"], run.guard["in_a_row"]
+    log.write(json.dumps({"step": done, "train/skipped_steps": skipped, "train/bad_steps_in_a_row": in_a_row}) + "\n")
+    log.flush()
+    if in_a_row == 1 or in_a_row % 100 == 0:
+        console.print(
+            f"step {done}: {reason}; update skipped ({in_a_row} in a row, {skipped} in all)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    limit = run.cfg.train.max_bad_steps
+    if limit and in_a_row >= limit:
+        raise UserError(
+            f"training stopped at step {done}: {in_a_row} steps in a row had a non-finite loss or gradient "
+            f"({reason}); {_kept(run)}. Lower --train.lr, look for NaN or huge values in the dataset, "
+            "or raise --train.max-bad-steps (0 = never stop)"
+        )
+
+
+def _kept(run: TrainingRun) -> str:
+    if run.saved_step:
+        return f"the last good checkpoint (step {run.saved_step}) is kept in {run.ckpt_dir}"
+    return "no checkpoint was written"
+
+
+def non_finite_entries(state: Any, prefix: str) -> list[str]:
+    """The names of the floating-point tensors in a (nested) state dict that hold NaN or ±inf."""
+    if isinstance(state, torch.Tensor):
+        finite = not state.is_floating_point() or bool(torch.isfinite(state).all())
+        return [] if finite else [prefix]
+    if isinstance(state, dict):
+        return [n for k, v in state.items() for n in non_finite_entries(v, f"{prefix}.{k}")]
+    if isinstance(state, list | tuple):
+        return [n for i, v in enumerate(state) for n in non_finite_entries(v, f"{prefix}.{i}")]
+    return []
+
+
+def check_finite_state(run: TrainingRun, done: int) -> None:
+    """Refuse to write a checkpoint that holds NaN or ±inf (weights, objectives' heads and buffers,
+    optimizer moments, the balancer's learned weights): the run stops and the last good one is kept."""
+    bad = non_finite_entries(run.model.state_dict(), "model")
+    bad += non_finite_entries(run.training_step.aux.state_dict(), "objectives")
+    bad += non_finite_entries(run.optimizer.state_dict()["state"], "optimizer")
+    bad += non_finite_entries(dict(run.balancer.named_parameters()), "balancer")
+    if bad:
+        raise UserError(
+            f"training stopped at step {done}: {len(bad)} tensors hold NaN or infinity (first: {bad[0]}); the "
+            f"checkpoint was not written, {_kept(run)}. Lower --train.lr or look for huge values in the dataset"
+        )
 
 
 def validate(run: TrainingRun, val_table: FrameTable, done: int, log: TextIO) -> bool:
@@ -289,6 +392,7 @@ def validate(run: TrainingRun, val_table: FrameTable, done: int, log: TextIO) ->
     val = validation_metrics(run.model, val_table, select, run.cfg.eval)
     if val["val/score"] > run.best["score"]:
         run.best = {"score": val["val/score"], "step": float(done), "checks_since": 0.0}
+        check_finite_state(run, done)
         checkpoint.save_weights(run.model, run.ckpt_dir / "best")
     else:
         run.best["checks_since"] += 1
@@ -307,7 +411,9 @@ def finish(run: TrainingRun) -> None:
         atomic.write_json(
             run.run_dir / "selection.json", {"best_step": run.best["step"], "best_val_score": run.best["score"]}
         )
-    console.print(f"trained {run.cfg.train.steps} steps; checkpoint in {run.ckpt_dir}")
+    skipped = run.guard["skipped"]
+    note = f" ({skipped} skipped: non-finite loss or gradient)" if skipped else ""
+    console.print(f"trained {run.cfg.train.steps} steps{note}; checkpoint in {run.ckpt_dir}")
 
 
 def save_checkpoint(
@@ -318,6 +424,7 @@ def save_checkpoint(
     best: dict[str, float] | None = None,
     aux: torch.nn.Module | None = None,
     balancer: torch.nn.Module | None = None,
+    guard: dict[str, int] | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # train_state.pt carries its own copy of the weights, so each file is self-consistent even
@@ -330,6 +437,7 @@ def save_checkpoint(
             "best": best or {},
             "aux": aux.state_dict() if aux is not None else {},
             "balancer": balancer.state_dict() if balancer is not None else {},
+            "guard": dict(guard or {}),  # the finite-loss guard's counts (skipped steps, in a row)
         },
         directory,
     )

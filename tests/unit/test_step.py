@@ -203,3 +203,35 @@ def test_training_and_benchmark_paths_give_identical_losses(tmp_path: Path, monk
     assert {k: v for k, v in record.items() if k.startswith("loss/") and k != "loss/total"} == {
         f"loss/{n}": v for n, v in seen["values"].items()
     }
+
+
+def test_a_finite_step_through_the_guard_is_bit_identical_to_the_plain_update() -> None:
+    """The finite-loss guard only reads the total and the clip norm: three finite steps through ``apply``
+    leave exactly the weights, optimizer moments and balancer state of the unguarded sequence."""
+    from vla_align.balancing import UncertaintyBalancerConfig
+    from vla_align.train import make_optimizer
+
+    table = memory_table(NAMED)
+    cfg = get_preset("tiny")
+    cfg.model.policy.enabled, cfg.loss.balancer = True, UncertaintyBalancerConfig()
+    runs = []
+    for guarded in (True, False):
+        unit = tiny_step(table, cfg)
+        optimizer = make_optimizer(unit.model, cfg.train, unit.aux)
+        balancer = cfg.loss.balancer.build(unit.names)
+        sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history)
+        for step in range(3):
+            torch.manual_seed(step)
+            weighted = unit.compute_losses(unit.prepare_batch(sampler, step), step).weighted
+            if guarded:
+                assert unit.apply(weighted, optimizer, balancer, step).skipped is None
+            else:  # the update as it was before the guard
+                optimizer.zero_grad(set_to_none=True)
+                balancer.backward(weighted, unit.parameters(), step)
+                torch.nn.utils.clip_grad_norm_(unit.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+        runs.append((unit.model.state_dict(), optimizer.state_dict()["state"], balancer.state_dict()))
+    (model_a, opt_a, bal_a), (model_b, opt_b, bal_b) = runs
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    assert all(torch.equal(opt_a[i][k], opt_b[i][k]) for i in opt_a for k in opt_a[i])
+    assert all(torch.equal(bal_a[k], bal_b[k]) for k in bal_a if isinstance(bal_a[k], torch.Tensor))

@@ -11,12 +11,12 @@ entry so an adaptive balancer cannot silence them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..config import VariantConfig, check_name, own_fields, resolve
+from ..config import VariantConfig, check_float, check_int, check_name, own_fields, resolve
+from ..config import check_seed as check_config_seed
 from ..errors import ConfigError
 from ..registry import Registry
 from .base import Balancer
@@ -47,20 +47,15 @@ def _parse_floors(value: object) -> dict[str, float]:
 
 
 def check_alpha(alpha: float) -> None:
-    if not (math.isfinite(alpha) and 0.0 <= alpha <= 5.0):
-        raise ConfigError(
-            f"{WHERE}.alpha must be in [0, 5] (0 equalises gradient norms; the chapter uses 0.5), got {alpha}"
-        )
+    check_float(f"{WHERE}.alpha", alpha, 0.0, 5.0, why="0 equalises gradient norms; the chapter uses 0.5")
 
 
 def check_lr(lr: float) -> None:
-    if not 0.0 < lr <= 1.0:
-        raise ConfigError(f"{WHERE}.lr must be in (0, 1] (default 0.025), got {lr}")
+    check_float(f"{WHERE}.lr", lr, 0.0, 1.0, lo_open=True, why="default 0.025")
 
 
 def check_seed(seed: int) -> None:
-    if seed < 0:
-        raise ConfigError(f"{WHERE}.seed must be >= 0, got {seed}")
+    check_config_seed(f"{WHERE}.seed", seed)
 
 
 @dataclass
@@ -87,12 +82,8 @@ class BalancerConfig(VariantConfig):
                     f"weights average 1), got {value!r}"
                 )
             self.floors[key] = float(value)
-        if self.conflict_every < 0:
-            raise ConfigError(f"loss.balancer.conflict_every must be >= 0 (0 turns it off), got {self.conflict_every}")
-        if not 0.0 <= self.prior_floor <= 1.0:
-            raise ConfigError(
-                f"loss.balancer.prior_floor must be in [0, 1] (0 = no default floor), got {self.prior_floor}"
-            )
+        check_int(f"{WHERE}.conflict_every", self.conflict_every, 0, why="steps between diagnostics, 0 turns it off")
+        check_float(f"{WHERE}.prior_floor", self.prior_floor, 0.0, 1.0, why="0 = no default floor")
 
     def build(self, names: Sequence[str]) -> Balancer:
         """The balancer for a run whose loss terms are ``names`` (every term it can produce); the variant's

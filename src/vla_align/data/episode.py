@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,8 +74,8 @@ class Episode:
             raise DatasetError(f"{where}: {len(f)} frames but {len(self.actions)} actions; they must match")
         if self.state is not None and len(self.state) != len(f):
             raise DatasetError(f"{where}: {len(f)} frames but {len(self.state)} state rows; they must match")
-        if self.fps <= 0:
-            raise DatasetError(f"{where}: fps must be positive, got {self.fps}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise DatasetError(f"{where}: fps must be a positive finite number, got {self.fps}")
 
     def __len__(self) -> int:
         return len(self.frames)

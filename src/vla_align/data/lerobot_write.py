@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import numbers
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from ..atomic import atomic_directory, write_json
 from ..errors import DatasetError
 from ..progress import progress_bar
 from .episode import ActionSpec, Episode
+from .row_checks import MAX_ABS_VALUE
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -168,6 +171,10 @@ def _check_episode(ep: Episode, i: int, spec: ActionSpec, first: Episode | None)
             raise DatasetError(f"{where}: action ids must be in [0, {spec.num_actions}), got {a.min()}..{a.max()}")
     elif np.asarray(ep.actions).shape[1:] != (spec.dim,):
         raise DatasetError(f"{where}: continuous actions must be (N, {spec.dim}), got {np.shape(ep.actions)}")
+    else:
+        _check_values(np.asarray(ep.actions), "actions", where)
+    if ep.state is not None:
+        _check_values(np.asarray(ep.state), "state", where)
     if first is not None:
         if ep.frames.shape[1:] != first.frames.shape[1:]:
             raise DatasetError(f"{where}: frames are {ep.frames.shape[1:]}, episode 0's are {first.frames.shape[1:]}")
@@ -175,6 +182,20 @@ def _check_episode(ep: Episode, i: int, spec: ActionSpec, first: Episode | None)
             ep.state is not None and first.state is not None and ep.state.shape[1:] != first.state.shape[1:]
         ):
             raise DatasetError(f"{where}: state shape differs from episode 0's; all episodes need the same state")
+
+
+def _check_values(x: np.ndarray, what: str, where: str) -> None:
+    """Real-valued ``x`` is numeric, finite and within ±MAX_ABS_VALUE (what the reader accepts)."""
+    if not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(f"{where}: {what} must be numbers, got {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    bad = np.argwhere(~np.isfinite(x) | (np.abs(x) > MAX_ABS_VALUE))
+    if len(bad):
+        i = tuple(int(j) for j in bad[0])
+        raise DatasetError(
+            f"{where}: {what}{list(i)} is {x[i]:g}; values must be finite and within ±{MAX_ABS_VALUE:.2g} "
+            "(beyond it float32 statistics overflow)"
+        )
 
 
 def _columns(ep: Episode, i: int, index: int, task_index: int, fps: float, spec: ActionSpec) -> dict[str, np.ndarray]:
@@ -341,6 +362,8 @@ def write_dataset(
     temporary sibling directory renamed into place at the end, so a crash leaves nothing at ``path``.
     """
     path = Path(path)
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise DatasetError(f"fps must be a positive number of frames per second, got {fps!r}")
     if path.exists() and not overwrite:
         raise DatasetError(f"{path} already exists; pass --overwrite or choose another --out")
     bar_cm = progress_bar(description, total_episodes) if total_episodes else contextlib.nullcontext()

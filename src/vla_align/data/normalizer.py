@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DatasetError
+from .row_checks import MAX_ABS_VALUE
 
 NormMode = Literal["mean_std", "min_max", "percentile"]
 STAT_KEYS: tuple[str, ...] = ("mean", "std", "min", "max", "q01", "q99")
@@ -95,14 +96,25 @@ class ActionNormalizer(nn.Module):
         names: Sequence[str] | None = None,
         units: Sequence[str] | None = None,
         eps: float = 1e-6,
+        what: str = "actions",
     ) -> ActionNormalizer:
-        """Mean, population std, min, max and the 1st / 99th percentiles per dimension (float64)."""
+        """Mean, population std, min, max and the 1st / 99th percentiles per dimension, computed in float64
+        (stored in float32). ``what`` names the data in error messages (e.g. ``"observation.state"``)."""
         x = actions.detach().cpu().double().numpy() if isinstance(actions, Tensor) else np.asarray(actions, np.float64)
         if x.ndim < 1 or x.size == 0:
             raise DatasetError(f"normalizer fit: actions must be a non-empty (N, A) array, got shape {x.shape}")
         x = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[:, None]  # (N, A)
         if not np.isfinite(x).all():
-            raise DatasetError("normalizer fit: actions contain NaN or inf; clean the data first")
+            r, d = (int(i[0]) for i in np.nonzero(~np.isfinite(x)))
+            raise DatasetError(
+                f"normalizer fit: {what} row {r} dimension {d} is {x[r, d]} (NaN or inf); clean the data first"
+            )
+        if np.abs(x).max() > MAX_ABS_VALUE:
+            r, d = (int(i[0]) for i in np.nonzero(np.abs(x) > MAX_ABS_VALUE))
+            raise DatasetError(
+                f"normalizer fit: {what} row {r} dimension {d} is {x[r, d]:g}, beyond ±{MAX_ABS_VALUE:.2g} where "
+                "float32 statistics (the variance) overflow; rescale or clean the data first"
+            )
         stats = {
             "mean": x.mean(0),
             "std": x.std(0),
@@ -140,7 +152,10 @@ class ActionNormalizer(nn.Module):
         arrays: dict[str, np.ndarray] = {}
         for k in STAT_KEYS:
             src = k if k in feature else {"q01": "min", "q99": "max"}.get(k, k)
-            arrays[k] = np.asarray(feature[src], dtype=np.float64).reshape(-1)
+            try:
+                arrays[k] = np.asarray(feature[src], dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise DatasetError(f"stats[{key!r}][{src!r}] is {feature[src]!r}; expected a list of numbers") from None
         dims = {len(v) for v in arrays.values()}
         if len(dims) != 1:
             raise DatasetError(f"stats[{key!r}]: mean/std/min/max/q01/q99 have different lengths {sorted(dims)}")
@@ -158,6 +173,10 @@ class ActionNormalizer(nn.Module):
                 raise DatasetError(f"normalizer stats[{k!r}] has {len(t)} values for {self.dim} dimensions")
             if not bool(torch.isfinite(t).all()):
                 raise DatasetError(f"normalizer stats[{k!r}] contains NaN or inf")
+            if not bool(torch.isfinite(t.to(getattr(self, k).dtype)).all()):
+                raise DatasetError(
+                    f"normalizer stats[{k!r}] = {t.tolist()} overflows {getattr(self, k).dtype}; rescale the data"
+                )
             if k == "std" and bool((t < 0).any()):
                 raise DatasetError("normalizer stats['std'] must be >= 0")
             getattr(self, k).copy_(t)

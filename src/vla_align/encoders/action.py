@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import check_int
 from ..data.episode import ActionSpec
-from ..errors import ConfigError
 
 
 @dataclass
@@ -18,10 +18,9 @@ class ActionEncoderConfig:
     feature_dim: int = 256
 
     def __post_init__(self) -> None:
-        if not 1 <= self.chunk_len <= 64:
-            raise ConfigError(f"model.action.chunk_len must be in 1..64, got {self.chunk_len}")
-        if self.step_dim < 1 or self.feature_dim < 1:
-            raise ConfigError("model.action.step_dim and feature_dim must be positive")
+        check_int("model.action.chunk_len", self.chunk_len, 1, 64, why="T: the chapter starts with T <= 8")
+        check_int("model.action.step_dim", self.step_dim, 1, why="per-step feature size")
+        check_int("model.action.feature_dim", self.feature_dim, 1)
 
 
 class ActionEncoder(nn.Module):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import check_int, out_of_range
 from ..errors import ConfigError
 
 
@@ -20,12 +21,18 @@ class ImageEncoderConfig:
     feature_dim: int = 512
 
     def __post_init__(self) -> None:
-        if len(self.channels) < 2 or min(self.channels) < 1:
-            raise ConfigError("model.image.channels needs at least two positive entries, e.g. 32 64 128")
-        if len(self.strides) != len(self.channels) or min(self.strides) < 1:
-            raise ConfigError("model.image.strides needs one positive stride per entry of model.image.channels")
-        if not 0 <= self.pool <= 8:
-            raise ConfigError(f"model.image.pool must be in 0..8, got {self.pool}")
+        if len(self.channels) < 2:
+            raise out_of_range("model.image.channels", self.channels, "two or more widths", "e.g. 32 64 128")
+        for width in self.channels:
+            check_int("model.image.channels", width, 1, 4096, why="conv widths, e.g. 32 64 128")
+        if len(self.strides) != len(self.channels):
+            raise out_of_range(
+                "model.image.strides", self.strides, f"{len(self.channels)} strides", "one per model.image.channels"
+            )
+        for stride in self.strides:
+            check_int("model.image.strides", stride, 1, 32, why="conv strides; above 2 a patchify conv")
+        check_int("model.image.pool", self.pool, 0, 8, why="adaptive average pool side, 0 = none")
+        check_int("model.image.feature_dim", self.feature_dim, 1)
         if self.pool == 0 and not self.max_pool:
             raise ConfigError("model.image: pool is 0 and max_pool is false; enable at least one pooling")
 

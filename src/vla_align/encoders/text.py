@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from ..config import VariantConfig, check_name, resolve, switch_variant
-from ..errors import ConfigError, UserError
+from ..config import VariantConfig, check_int, check_name, resolve, switch_variant
+from ..errors import UserError
 from ..registry import Registry
 
 TextBackbone = Literal["auto", "minilm", "scratch"]  # the names in TEXT_BACKBONES (checked by a test)
@@ -60,8 +60,7 @@ class TextEncoderConfig(VariantConfig):
 
     def __post_init__(self) -> None:
         check_name(self, WHERE)
-        if self.feature_dim < 1:
-            raise ConfigError(f"{WHERE}.feature_dim must be >= 1, got {self.feature_dim}")
+        check_int(f"{WHERE}.feature_dim", self.feature_dim, 1)
 
     def concrete(self) -> TextEncoderConfig:
         """This config as the backbone that runs here: ``auto`` becomes ``minilm`` when it is installed,
@@ -76,11 +75,9 @@ class TextEncoderConfig(VariantConfig):
 
 
 def _check_scratch(vocab_buckets: int, max_words: int, word_dim: int) -> None:
-    if vocab_buckets < 16 or max_words < 1 or word_dim < 1:
-        raise ConfigError(
-            f"{WHERE}: vocab_buckets >= 16, max_words >= 1 and word_dim >= 1 are required, "
-            f"got {vocab_buckets}, {max_words} and {word_dim}"
-        )
+    check_int(f"{WHERE}.vocab_buckets", vocab_buckets, 16, why="the hashed word vocabulary")
+    check_int(f"{WHERE}.max_words", max_words, 1, why="longer instructions are cut")
+    check_int(f"{WHERE}.word_dim", word_dim, 1)
 
 
 def minilm_available() -> bool:

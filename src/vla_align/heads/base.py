@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from ..config import VariantConfig, check_name, resolve
+from ..config import VariantConfig, check_int, check_name, resolve
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -48,16 +48,10 @@ class HeadConfig(VariantConfig):
 
     def __post_init__(self) -> None:
         check_name(self, WHERE)
-        if not 1 <= self.chunk_len <= 256:
-            raise ConfigError(f"{WHERE}.chunk_len must be in 1..256 (the chapter uses T <= 8), got {self.chunk_len}")
-        if not 1 <= self.action_dim <= 256:
-            raise ConfigError(
-                f"{WHERE}.action_dim must be in 1..256 (the dataset's action size), got {self.action_dim}"
-            )
-        if self.hidden < 8:
-            raise ConfigError(f"{WHERE}.hidden must be >= 8, got {self.hidden}")
-        if not 1 <= self.depth <= 8:
-            raise ConfigError(f"{WHERE}.depth must be in 1..8 hidden layers, got {self.depth}")
+        check_int(f"{WHERE}.chunk_len", self.chunk_len, 1, 256, why="the chapter uses T <= 8")
+        check_int(f"{WHERE}.action_dim", self.action_dim, 1, 256, why="the dataset's action size")
+        check_int(f"{WHERE}.hidden", self.hidden, 8, why="width of the head's MLP")
+        check_int(f"{WHERE}.depth", self.depth, 1, 8, why="hidden layers of the head's MLP")
 
     def build(self, cond_dim: int) -> ActionHead:
         """The head ``name`` on a (B, cond_dim) conditioning feature."""

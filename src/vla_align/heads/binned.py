@@ -14,7 +14,6 @@ The MLP outputs (B, T, A, bins) logits; loss = cross-entropy per (t, a), average
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import check_float, check_int
 from ..errors import ConfigError
 from .base import HEADS, WHERE, ActionHead, HeadConfig, HeadName, masked_mean, mlp
 
@@ -113,7 +113,5 @@ class BinnedHeadConfig(HeadConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 2 <= self.bins <= 4096:
-            raise ConfigError(f"{WHERE}.bins must be in 2..4096 (RT-2 / OpenVLA use 256), got {self.bins}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ConfigError(f"{WHERE}.temperature must be >= 0 (0 = argmax), got {self.temperature}")
+        check_int(f"{WHERE}.bins", self.bins, 2, 4096, why="RT-2 / OpenVLA use 256")
+        check_float(f"{WHERE}.temperature", self.temperature, 0.0, why="sampling temperature, 0 = argmax")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import check_float, check_int
 from ..errors import ConfigError
 from .base import HEADS, WHERE, ActionHead, HeadConfig, HeadName, masked_mean, mlp
 
@@ -112,11 +113,9 @@ class FlowHeadConfig(HeadConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.steps <= 1000:
-            raise ConfigError(f"{WHERE}.steps must be in 1..1000 Euler steps (SmolVLA uses 10), got {self.steps}")
-        if not (math.isfinite(self.time_alpha) and self.time_alpha > 0):
-            raise ConfigError(f"{WHERE}.time_alpha must be > 0 (SmolVLA: 1.5), got {self.time_alpha}")
-        if not 0 <= self.time_min < 1:
-            raise ConfigError(f"{WHERE}.time_min must be in [0, 1) (SmolVLA: 0.001), got {self.time_min}")
-        if self.time_dim < 2 or self.time_dim % 2:
+        check_int(f"{WHERE}.steps", self.steps, 1, 1000, why="Euler steps; SmolVLA uses 10")
+        check_float(f"{WHERE}.time_alpha", self.time_alpha, 0.0, lo_open=True, why="SmolVLA: 1.5")
+        check_float(f"{WHERE}.time_min", self.time_min, 0.0, 1.0, hi_open=True, why="SmolVLA: 0.001")
+        check_int(f"{WHERE}.time_dim", self.time_dim, 2, why="an even sinusoidal embedding size")
+        if self.time_dim % 2:
             raise ConfigError(f"{WHERE}.time_dim must be an even number >= 2, got {self.time_dim}")

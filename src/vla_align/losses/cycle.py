@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..config import check_float, check_int, out_of_range
 from .contrastive import info_nce
 
 
@@ -47,12 +47,11 @@ class CycleConfig:
     hidden: int = 256  # width of the g_VL / g_LA heads
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ConfigError(f"loss.cycle.weight must be >= 0 (chapter default 0.2), got {self.weight}")
-        if not 0 < self.temperature <= 1:
-            raise ConfigError(f"loss.cycle.temperature must be in (0, 1], got {self.temperature}")
-        if self.hidden < 8:
-            raise ConfigError(f"loss.cycle.hidden must be >= 8, got {self.hidden}")
+        check_float("loss.cycle.weight", self.weight, 0.0, why="λ_cyc, 0 = off; the chapter's default is 0.2")
+        check_float("loss.cycle.temperature", self.temperature, 0.0, 1.0, lo_open=True)
+        check_int("loss.cycle.hidden", self.hidden, 8, why="width of the g_VL / g_LA heads")
+        if self.distance not in ("infonce", "cosine"):
+            raise out_of_range("loss.cycle.distance", self.distance, "'infonce' or 'cosine'")
 
 
 class BridgeHead(nn.Module):

@@ -16,8 +16,7 @@ from torch import Tensor
 
 from ..balancing import BalancerConfig, FixedBalancerConfig
 from ..codebook import CodebookConfig
-from ..config import as_variant
-from ..errors import ConfigError
+from ..config import as_variant, check_float, check_int
 from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Embeddings, Modality, Pair
 from ..physics import PhysicsConfig
 from .contrastive import group_positives, info_nce
@@ -33,8 +32,7 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         for pair in PAIRS:
-            if getattr(self, pair) < 0:
-                raise ConfigError(f"loss.weights.{pair} must be >= 0, got {getattr(self, pair)}")
+            check_float(f"loss.weights.{pair}", getattr(self, pair), 0.0, why="the pair's InfoNCE weight, 0 = off")
 
     def any_positive(self) -> bool:
         return any(getattr(self, pair) > 0 for pair in PAIRS)
@@ -58,13 +56,13 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         self.balancer = as_variant(self.balancer, BalancerConfig, "loss.balancer")
-        if self.pairwise_first_steps < 0:
-            raise ConfigError("loss.pairwise_first_steps must be >= 0")
-        for name in ("trimodal", "paraphrase", "modality_balance", "balance_margin"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.modality_dropout < 1:
-            raise ConfigError(f"loss.modality_dropout is a probability in [0, 1), got {self.modality_dropout}")
+        check_int("loss.pairwise_first_steps", self.pairwise_first_steps, 0, why="curriculum steps, 0 = off")
+        for name in ("trimodal", "paraphrase", "modality_balance"):
+            check_float(f"loss.{name}", getattr(self, name), 0.0, why="a loss weight, 0 = off")
+        check_float("loss.balance_margin", self.balance_margin, 0.0, why="nats")
+        check_float(
+            "loss.modality_dropout", self.modality_dropout, 0.0, 1.0, hi_open=True, why="a probability; 1 blanks all"
+        )
 
 
 class AlignmentLoss:

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..config import check_float, check_int, out_of_range
 from ..errors import ConfigError
 
 WeightKind = Literal["box", "hann"]
@@ -342,14 +343,10 @@ class SpectralConfig:
 
     def __post_init__(self) -> None:
         for name in ("weight", "recon_weight", "recon_decay"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"loss.spectral.{name} must be a finite number >= 0, got {value}")
-        if self.window < 2 * MIN_NPERSEG or self.windows < 1:
-            raise ConfigError(
-                f"loss.spectral.window must be >= {2 * MIN_NPERSEG} steps and loss.spectral.windows >= 1, "
-                f"got {self.window} and {self.windows}"
-            )
+            check_float(f"loss.spectral.{name}", getattr(self, name), 0.0, why="0 = off" if "weight" in name else "")
+        check_int("loss.spectral.window", self.window, 2 * MIN_NPERSEG, why="steps per episode window")
+        check_int("loss.spectral.windows", self.windows, 1, why="episode windows per training step")
+        check_int("loss.spectral.nperseg", self.nperseg, 0, why="Welch segment length, 0 = auto")
         if self.nperseg != 0 and self.nperseg < MIN_NPERSEG:
             raise ConfigError(
                 f"loss.spectral.nperseg must be 0 (auto) or >= {MIN_NPERSEG} so that {MIN_BAND_BINS} bins fit "
@@ -373,10 +370,9 @@ class SpectralConfig:
                 raise ValueError
             lo, hi = (float(p) for p in parts)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"loss.spectral.band must be two frequencies [lo, hi] in Hz (or null for the default band), "
-                f"got {band!r}"
+            raise out_of_range(
+                "loss.spectral.band", band, "two frequencies lo hi in Hz", "or null / auto for the default band"
             ) from None
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
-            raise ConfigError(f"loss.spectral.band must satisfy 0 <= lo < hi (Hz), got {band!r}")
+            raise out_of_range("loss.spectral.band", band, "two finite frequencies with 0 <= lo < hi", "Hz")
         return lo, hi

@@ -46,32 +46,49 @@ class ReportInputs:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
+def _read_history(path: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """The per-step log; a last line cut short by a killed run is skipped (with a note)."""
     if not path.is_file():
         return []
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    for i, (n, line) in enumerate(lines):
+        torn = False
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            raise UserError(f"{path}: line {n} is not JSON; the run's log is damaged") from None
+            record, torn = None, True  # only a line that does not parse can be one cut short
+        if isinstance(record, dict):
+            out.append(record)
+        elif torn and i == len(lines) - 1:
+            if notes is not None:
+                notes.append(f"{path}: the last line (line {n}) was cut short (an interrupted run) and is skipped")
+        else:
+            raise UserError(f"{path}: line {n} is not a JSON object; the run's log is damaged")
     return out
 
 
 def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> ReportInputs:
     from ..checkpoint import read_run_config
+    from ..runs import read_metrics
     from ..sim.base import EPISODES_FILE, read_episodes
 
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir}: no config.json; pass the directory of a run made by `vla-align train`")
     config = read_run_config(run_dir)
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    inputs = ReportInputs(run_dir, config, metrics, _read_history(run_dir / "metrics.jsonl"))
-    if not metrics:
+    metrics, damage = read_metrics(metrics_path)
+    notes: list[str] = []
+    inputs = ReportInputs(run_dir, config, metrics, _read_history(run_dir / "metrics.jsonl", notes), notes=notes)
+    if damage is not None:
+        inputs.notes.append(f"{metrics_path} is damaged ({damage}): run `vla-align eval --run {run_dir}` again")
+    elif not metrics:
         inputs.notes.append(f"{metrics_path} missing: run `vla-align eval --run {run_dir}` first")
+    if metrics.get("run/finished") == 0:
+        inputs.notes.append(
+            f"training did not finish (step {metrics.get('run/step', 0):.0f} of {metrics.get('run/steps', 0):.0f}): "
+            "these numbers are of an intermediate checkpoint"
+        )
     episodes = []
     if (run_dir / EPISODES_FILE).is_file():
         episodes = read_episodes(run_dir / EPISODES_FILE)
@@ -402,6 +419,17 @@ def _summary_cards(m: dict[str, Any], verdicts: list[dict[str, str]], t: dict[st
     return cards
 
 
+def _check_out(path: Path) -> None:
+    """The report's destination must be a file path whose existing parents are folders."""
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a folder; give a file name such as {path / 'report.html'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {path}: {parent} is a file, not a folder; choose another --out")
+            break
+
+
 def write_report(
     run_dir: str | Path,
     lang: str = "zh",
@@ -419,10 +447,11 @@ def write_report(
     if max_failures < 0:
         raise UserError(f"--failures must be >= 0, got {max_failures}")
     run = Path(run_dir)
+    path = Path(out) if out else run / "report.html"
+    _check_out(path)  # before the minutes of work, not after
     inputs = gather(run, max_failures, Path(data) if data else None)
     html = render(inputs, lang)
-    path = Path(out) if out else run / "report.html"
     write_text(path, html)
-    if inputs.health is not None and (run / "metrics.json").is_file():
+    if inputs.health is not None and (run / "metrics.json").is_file():  # a damaged one is kept as .bak
         update_metrics(run, health_metrics(inputs.health))
     return path

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text
+from ..config import check_int, check_seed, check_split
 from ..errors import ConfigError, UserError
 from ..registry import Registry
 
@@ -56,10 +57,12 @@ class SimConfig:
     seed: int = 0  # which held-out episodes (when fewer than the split holds) and shuffles
 
     def __post_init__(self) -> None:
-        if self.episodes < 0 or self.envs < 1 or self.max_steps < 0:
-            raise ConfigError("eval.sim: episodes >= 0, envs >= 1 and max_steps >= 0 are required")
-        if not 1 <= self.workers <= 64:
-            raise ConfigError(f"eval.sim.workers must be in 1..64, got {self.workers}")
+        check_int("eval.sim.episodes", self.episodes, 0, why="closed-loop episodes, 0 = none")
+        check_split("eval.sim.split", self.split)
+        check_int("eval.sim.envs", self.envs, 1, why="environments stepped together")
+        check_int("eval.sim.workers", self.workers, 1, 64, why="processes the episodes are split over")
+        check_int("eval.sim.max_steps", self.max_steps, 0, why="per-episode cap, 0 = the level's own limit")
+        check_seed("eval.sim.seed", self.seed)
 
 
 @dataclass
@@ -310,10 +313,9 @@ class DataConfig:
         if not self.levels:
             raise ConfigError("data.levels is empty; name at least one level / task, e.g. GoToLocal")
         for name in ("train_episodes", "val_episodes", "test_episodes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if not 28 <= self.image_size <= 224:
-            raise ConfigError(f"data.image_size must be in 28..224, got {self.image_size}")
+            check_int(f"data.{name}", getattr(self, name), 1, why="every split needs an episode")
+        check_int("data.image_size", self.image_size, 28, 224, why="pixels per side of the camera frames")
+        check_seed("data.seed", self.seed)
 
     @property
     def episodes(self) -> dict[str, int]:

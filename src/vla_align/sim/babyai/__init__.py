@@ -60,7 +60,7 @@ class BabyAI(Simulator):
             train_episodes=counts["train"],
             val_episodes=counts["val"],
             test_episodes=counts["test"],
-            image_size=args.image_size or self.default_image_size,
+            image_size=self.default_image_size if args.image_size is None else args.image_size,
             seed=args.seed,
             path=str(args.out),
         )

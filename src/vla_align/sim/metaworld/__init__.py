@@ -51,7 +51,7 @@ class MetaWorld(Simulator):
 
         counts = default_split_counts(args.episodes_per_task, args.val_episodes_per_task, args.test_episodes_per_task)
         tasks = [t for item in (args.tasks or ["mt10"]) for t in item.split(",") if t]
-        size = args.image_size or self.default_image_size
+        size = self.default_image_size if args.image_size is None else args.image_size
         t0 = time.perf_counter()
         path = generate_metaworld(args.out, tasks, counts, args.seed, size, args.max_steps, args.overwrite)
         return f"wrote {counts} episodes per task to {path} in {time.perf_counter() - t0:.1f} s"
