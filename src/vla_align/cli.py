@@ -263,7 +263,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
     from .presets import PRESETS
 
     for name in PRESETS.names():
-        doc = (PRESETS.get(name).__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((PRESETS.get(name).__doc__ or "").split())  # the whole description, on one line
         print(f"{name:14s} {doc}")
 
 
@@ -320,9 +320,11 @@ def _split_name(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .presets import PRESETS, RunConfig
 
     parser = _Parser(prog="vla-align", description="Vision-language-action alignment toolkit")
+    parser.add_argument("--version", action="version", version=f"vla-align {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     _add_data_parser(sub)

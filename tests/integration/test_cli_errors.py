@@ -121,3 +121,17 @@ def test_a_flag_of_the_other_simulator_is_refused(tmp_path: Path, capsys: pytest
     assert main(["data", "babyai", "--episodes-per-task", "3", "--out", str(tmp_path / "d")]) == 2
     assert "unrecognized arguments: --episodes-per-task" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_version_and_full_preset_descriptions(capsys: pytest.CaptureFixture[str]) -> None:
+    from vla_align import __version__
+    from vla_align.cli import main
+    from vla_align.presets import PRESETS
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"vla-align {__version__}"
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS.names():
+        doc = " ".join((PRESETS.get(name).__doc__ or "").split())
+        assert f"{name:14s} {doc}" in out.splitlines()
