@@ -66,7 +66,12 @@ INSTRUCTIONS = [
 
 
 def synthetic_table(
-    spec: ActionSpec, image_size: int, episodes: int = 64, length: int = 8, seed: int = 0
+    spec: ActionSpec,
+    image_size: int,
+    episodes: int = 64,
+    length: int = 8,
+    seed: int = 0,
+    instructions: list[str] | None = None,
 ) -> FrameTable:
     """An in-memory training split of random frames, BabyAI-like instructions and random actions (for timing,
     not learning): what the training step reads, without a dataset on disk."""
@@ -80,7 +85,8 @@ def synthetic_table(
         actions = rng.integers(0, spec.num_actions, size=n)
     else:
         actions = rng.normal(size=(n, spec.dim)).astype(np.float32)
-    task = np.arange(episodes) % len(INSTRUCTIONS)
+    texts = list(instructions or INSTRUCTIONS)
+    task = np.arange(episodes) % len(texts)
     return FrameTable(
         root=Path("<synthetic>"),
         frames=rng.integers(0, 256, size=(n, image_size, image_size, 3), dtype=np.uint8),
@@ -89,9 +95,9 @@ def synthetic_table(
         episode_start=np.arange(episodes) * length,
         episode_length=np.full(episodes, length),
         episode_ids=np.arange(episodes),
-        instructions=[INSTRUCTIONS[t] for t in task],
+        instructions=[texts[t] for t in task],
         task_index=task,
-        tasks=list(INSTRUCTIONS),
+        tasks=texts,
         seeds=np.arange(episodes),
         success=np.ones(episodes, dtype=bool),
         env_tasks=[""] * episodes,

@@ -4,6 +4,7 @@ benchmarks, and gradient clipping over every trained parameter."""
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
 import sys
@@ -11,7 +12,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from tests.synthetic import write_synthetic
@@ -29,33 +29,10 @@ NAMED = ActionSpec(kind="discrete", num_actions=4, names=["left", "right", "forw
 
 
 def memory_table(spec: ActionSpec, episodes: int = 8, length: int = 12, size: int = 28, seed: int = 0) -> FrameTable:
-    """A small in-memory training split: random frames, four instructions, random actions."""
-    rng = np.random.default_rng(seed)
-    n = episodes * length
-    if spec.kind == "discrete":
-        actions = rng.integers(0, spec.num_actions, size=n)
-    else:
-        actions = rng.normal(size=(n, spec.dim)).astype(np.float32)
+    """A small in-memory training split (the benchmarks' synthetic table with four instructions)."""
     texts = [f"go to the {c} ball on your left" for c in ("red", "green", "blue", "grey")]
-    task = np.arange(episodes) % len(texts)
-    return FrameTable(
-        root=Path("<memory>"),
-        frames=rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8),
-        actions=actions,
-        state=None,
-        episode_start=np.arange(episodes) * length,
-        episode_length=np.full(episodes, length),
-        episode_ids=np.arange(episodes),
-        instructions=[texts[t] for t in task],
-        task_index=task,
-        tasks=texts,
-        seeds=np.arange(episodes),
-        success=np.ones(episodes, dtype=bool),
-        env_tasks=[""] * episodes,
-        fps=10.0,
-        action_spec=spec,
-        info={"vla_align": {"action_spec": spec.to_dict()}},
-    )
+    table: FrameTable = load_benchmark_common().synthetic_table(spec, size, episodes, length, seed, texts)
+    return table
 
 
 def tiny_step(table: FrameTable, cfg: RunConfig | None = None) -> TrainingStep:
@@ -132,6 +109,7 @@ def test_gradient_clipping_covers_the_auxiliary_heads() -> None:
     assert float(after) <= clip * (1 + 1e-4)
 
 
+@functools.cache
 def load_benchmark_common() -> ModuleType:
     """``benchmarks/common.py``, which the benchmark scripts import as ``common``."""
     spec = importlib.util.spec_from_file_location("vla_align_benchmarks_common", ROOT / "benchmarks" / "common.py")
