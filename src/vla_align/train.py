@@ -268,14 +268,29 @@ def restore(run: TrainingRun) -> int:
         raise UserError(
             f"{run.ckpt_dir / checkpoint.STATE_FILE}: does not belong to this run's model ({first}); start a new run"
         ) from None
-    for folder in (run.run_dir, run.ckpt_dir, run.ckpt_dir / "best"):  # temporary files of interrupted writes
-        for stale in folder.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+    _remove_interrupted_writes(run)
     run.best.update(state.get("best") or {})
     run.guard.update(state.get("guard") or {})
     run.saved_step = start
     _truncate_metrics(run.metrics_path, start)
     return start
+
+
+# What training writes through atomic.write_bytes (a temporary ``.<name>.<random>.tmp`` beside each).
+RUN_FILES = ("config.json", "metrics.jsonl", "selection.json", "fingerprint.json")
+CHECKPOINT_FILES = (checkpoint.MODEL_FILE, checkpoint.STATE_FILE)
+
+
+def _remove_interrupted_writes(run: TrainingRun) -> None:
+    """Delete the temporary files of writes a kill interrupted (only those of files training writes)."""
+    for folder, names in (
+        (run.run_dir, RUN_FILES),
+        (run.ckpt_dir, CHECKPOINT_FILES),
+        (run.ckpt_dir / "best", CHECKPOINT_FILES),
+    ):
+        for name in names:
+            for stale in folder.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
 
 def begin(run: TrainingRun) -> int:
