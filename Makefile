@@ -6,8 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= babyai-quick
 RUN ?= runs/$(PRESET)
-# torch first, from this machine's wheel cache, so no dependency pulls a CUDA build.
+# Language of the HTML report: zh (the chapter's language, default) or en: `make demo REPORT_LANG=en`.
+REPORT_LANG ?= zh
+# torch first, so no dependency picks its own build. The default pin is what CI installs; elsewhere:
+#   CPU only (Linux):  make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+#   NVIDIA GPU:        make demo TORCH_SPEC=torch   (PyPI's Linux wheel is the CUDA build)
+#   your own build:    install it into .venv first, then `touch .venv/.torch-installed`
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 EXTRAS ?= babyai,metaworld,text,dev
 
 # The report test opens report.html in headless Chromium; Debian's package (+ a small CJK font) is
@@ -22,7 +28,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.torch-installed: | $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
 $(VENV)/.deps-installed: pyproject.toml $(VENV)/.torch-installed
@@ -32,9 +38,9 @@ $(VENV)/.deps-installed: pyproject.toml $(VENV)/.torch-installed
 install: $(VENV)/.deps-installed
 
 demo: install
-	$(BIN)/vla-align pipeline --preset $(PRESET) --out $(RUN) --overwrite
+	$(BIN)/vla-align pipeline --preset $(PRESET) --out $(RUN) --overwrite --lang $(REPORT_LANG)
 	@echo "metrics: $(RUN)/metrics.json"
-	@echo "report:  $(RUN)/report.html (open it in a browser)"
+	@echo "report:  $(RUN)/report.html ($(REPORT_LANG); open it in a browser; make demo REPORT_LANG=en for English)"
 
 browser:
 	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || \

@@ -48,6 +48,12 @@ _EXPORTS = {
     "FUSIONS": "fusion",
     "train": "train",
     "load_model": "runs",
+    "load": "api",
+    "AlignedModel": "api",
+    "PolicySession": "api",
+    "Retrieval": "api",
+    "retrieve": "api",
+    "preprocess_frames": "api",
 }
 __all__ = sorted(_EXPORTS)
 

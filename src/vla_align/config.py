@@ -14,15 +14,26 @@ Polymorphic fields. A field typed with a family base (a :class:`VariantConfig` s
   ``--path.key NAME``. Choosing another variant starts from its defaults and keeps the fields it
   shares with the current one; a flag of a variant that is not selected is rejected, naming the
   variant it belongs to.
+
+Help. A flag's description is its field's comment in the source (the trailing ``# comment`` of the
+field's line, else the comment lines directly above it), read by :func:`field_doc`, so the help
+cannot drift from the code; :func:`describe_flags` adds the value each flag has in a given config.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import io
 import json
 import math
 import numbers
+import re
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -391,18 +402,29 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+_METAVARS: dict[Any, str] = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}
+CONFIG_GROUP = "config flags"  # the title of add_flags' argument groups: "config flags: train.*"
+_SNAKE_FLAG = re.compile(r"--[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+")  # a dotted config flag, any spelling
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--a.b-c`` flag per leaf of the config tree (value parsed by the leaf's type)."""
-    group = parser.add_argument_group("config overrides (default: the preset's value)")
+    """Add one ``--a.b-c`` flag per leaf of the config tree (value parsed by the leaf's type), in one
+    argument group per top-level section; :func:`describe_flags` writes their help when it is asked for."""
+    groups: dict[str, Any] = {}
     for flag_path, path, tp in _leaves(cls):
         if flag_path in skip:
             continue
+        section = path.split(".")[0]
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{CONFIG_GROUP}: {section}.*")
         origin = typing.get_origin(tp)
-        kwargs: dict[str, Any] = {"dest": f"cfg:{path}", "default": argparse.SUPPRESS, "metavar": "V"}
+        kwargs: dict[str, Any] = {"dest": f"cfg:{path}", "default": argparse.SUPPRESS}
+        kwargs["metavar"] = _METAVARS.get(tp, "VALUE")
         if origin is tuple:
             (item_tp, *_rest) = typing.get_args(tp)
             kwargs["nargs"] = "+"
             kwargs["type"] = item_tp if item_tp in (int, float) else str
+            kwargs["metavar"] = _METAVARS.get(item_tp, "VALUE")
         elif origin is typing.Literal:
             kwargs["choices"] = list(typing.get_args(tp))
             kwargs.pop("metavar")
@@ -410,7 +432,22 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
             kwargs["type"] = _parse_bool
         elif tp in (int, float, str):
             kwargs["type"] = tp
-        group.add_argument(_flag(flag_path), **kwargs)
+        groups[section].add_argument(_flag(flag_path), **kwargs)
+
+
+def kebab_flags(argv: list[str]) -> list[str]:
+    """``argv`` with the snake_case spelling of a dotted config flag turned into the flag itself:
+    ``--model.policy.history_dropout`` and ``--train.batch_size=64`` become ``--model.policy.history-dropout``
+    and ``--train.batch-size=64``. Values, other flags and everything after ``--`` are kept as given."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        name, eq, value = arg.partition("=")
+        if _SNAKE_FLAG.fullmatch(name):
+            arg = name.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
 
 
 def _foreign(cls: type, leaf: str, node: dict[str, Any], where: str, path: str) -> ConfigError:
@@ -471,3 +508,175 @@ def apply_flags(cfg: C, args: argparse.Namespace) -> C:
             raise _foreign(cls, leaf, node, where, path)
         node[leaf] = list(value) if isinstance(value, list) else value
     return from_dict(root, data)
+
+
+# --- help of the flags: descriptions from the source, values from a config ---------------------
+
+
+@functools.cache
+def _own_comments(cls: type) -> dict[str, str]:
+    """Field name -> comment of the fields declared in the body of ``cls`` itself: the trailing
+    ``# comment`` of the field's (last) line, else the comment lines directly above the field."""
+    try:
+        source = textwrap.dedent("".join(inspect.getsourcelines(cls)[0]))
+    except (OSError, TypeError):  # no source to read (a class made at run time): no descriptions
+        return {}
+    trailing: dict[int, str] = {}
+    alone: dict[int, str] = {}  # comment-only lines
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            (trailing if tok.line[: tok.start[1]].strip() else alone)[tok.start[0]] = text
+    out: dict[str, str] = {}
+    body = ast.parse(source).body[0]
+    for node in body.body if isinstance(body, ast.ClassDef) else []:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            above: list[str] = []
+            line = node.lineno - 1
+            while line in alone:
+                above.insert(0, alone[line])
+                line -= 1
+            out[node.target.id] = trailing.get(node.end_lineno or node.lineno) or " ".join(above)
+    return out
+
+
+def field_doc(cls: type, name: str) -> str:
+    """The description of field ``name`` of ``cls``: its comment in the source of the class that
+    declares it (a subclass redeclaring the field without a comment keeps its base's)."""
+    for klass in cls.__mro__:
+        if name in vars(klass).get("__annotations__", {}):
+            doc = _own_comments(klass).get(name, "")
+            if doc:
+                return doc
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class _LeafDoc:
+    text: str  # the description, tagged with the variants that have the leaf when not all do
+    node: str = ""  # config path of the variant node the leaf belongs to ("": none)
+    family: type[VariantConfig] | None = None  # that node's family base
+    owners: tuple[str, ...] = ()  # the variants of that node that have the leaf (empty: every one)
+
+
+def _leaf_docs(cls: type, prefix: str = "") -> dict[str, _LeafDoc]:
+    """Config path -> description of every leaf under ``cls`` (variant nodes: their name key and the
+    union of their variants' leaves, as :func:`_leaves`)."""
+    out: dict[str, _LeafDoc] = {}
+    names = _field_names(cls)
+    for name, tp in _field_types(cls).items():
+        if name not in names:
+            continue
+        path = f"{prefix}{name}"
+        if is_variant_type(tp):
+            out.update(_variant_docs(tp, path))
+        elif _is_dataclass_type(tp):
+            out.update(_leaf_docs(tp, f"{path}."))
+        else:
+            out[path] = _LeafDoc(field_doc(cls, name))
+    return out
+
+
+def _variant_docs(family: type[VariantConfig], path: str) -> dict[str, _LeafDoc]:
+    """The leaves of the variant node at ``path``: a leaf not every variant has is tagged with those that
+    do (``[binned / flow action head] ...``); variants describing it differently are each named."""
+    names = family.registry.names()
+    kind = family.registry.family
+    key_path = f"{path}.{family.key}"
+    choose = f"which {kind}: {', '.join(names)}; a flag tagged [NAME {kind}] belongs to that {kind} only"
+    out = {key_path: _LeafDoc(choose, path, family)}
+    per_leaf: dict[str, dict[str, str]] = {}
+    for name, vcls in family.registry.items():
+        for leaf, doc in _leaf_docs(vcls, f"{path}.").items():
+            if leaf != key_path:
+                per_leaf.setdefault(leaf, {})[name] = doc.text
+    for leaf, docs in per_leaf.items():
+        owners = tuple(docs) if len(docs) < len(names) else ()
+        by_text: dict[str, list[str]] = {}  # description -> the variants giving it
+        for name, text in docs.items():
+            if text:
+                by_text.setdefault(text, []).append(name)
+        text = "; ".join(f"{' / '.join(ns)}: {t}" for t, ns in by_text.items()) if len(by_text) > 1 else ""
+        text = text or next(iter(by_text), "")
+        tag = f"[{' / '.join(owners)} {kind}] " if owners else ""
+        out[leaf] = _LeafDoc(tag + text, path, family, owners)
+    return out
+
+
+def describe_leaves(cls: type) -> dict[str, str]:
+    """Config path -> the description of every leaf of the config tree ``cls`` (what its flag's help says)."""
+    return {path: doc.text for path, doc in _leaf_docs(cls).items()}
+
+
+def show_value(value: Any) -> str:
+    """A config value as it is written on the command line (``8 16``, ``true``, ``none``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return " ".join(show_value(v) for v in value) or "(empty)"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={show_value(v)}" for k, v in value.items()) or "(empty)"
+    return str(value) if value != "" else '""'
+
+
+def _dig(data: Any, parts: list[str]) -> Any:
+    for part in parts:
+        data = data[part]
+    return data
+
+
+def _default_note(root: type, data: dict[str, Any], path: str, doc: _LeafDoc) -> str:
+    """``default: VALUE``: the leaf's value in ``data``; for a leaf of a variant ``data`` does not select,
+    the default of each variant that has it and the variant selected."""
+    *parents, leaf = path.split(".")
+    try:
+        node = _descend(root, data, parents, path)[1]
+    except ConfigError:  # a node on the way is a variant without this branch
+        node = {}
+    if leaf in node:  # data holds the fields of the variants it selects, and only those
+        return f"default: {show_value(node[leaf])}"
+    if doc.family is None:
+        return ""
+    rest = path[len(doc.node) + 1 :].split(".")
+    values = {o: show_value(_dig(to_dict(doc.family.registry.get(o)()), rest)) for o in doc.owners}
+    kind = doc.family.registry.family
+    shown = ", ".join(f"{o}: {v}" for o, v in values.items())
+    if len(set(values.values())) == 1:
+        shown = f"{next(iter(values.values()))} with {_flag(doc.node)} {' / '.join(values)}"
+    selected = _dig(data, [*doc.node.split("."), doc.family.key])
+    return f"default: {shown}; selected {kind}: {selected}"
+
+
+def flag_help(cls: type, cfg: Any) -> dict[str, str]:
+    """Flag -> help line of every config flag of the tree ``cls``: the field's description and its value
+    in ``cfg`` (a field of a variant that ``cfg`` does not select: that variant's default)."""
+    docs = _leaf_docs(cls)
+    data = to_dict(cfg)
+    out: dict[str, str] = {}
+    for flag_path, path, _tp in _leaves(cls):
+        doc = docs[path]
+        text = doc.text
+        if flag_path == path and doc.family is not None and path == f"{doc.node}.{doc.family.key}":
+            text = f"the same as {_flag(doc.node)}"
+        note = _default_note(cls, data, path, doc)
+        out[_flag(flag_path)] = f"{text} ({note})" if note else text
+    return out
+
+
+def describe_flags(parser: argparse.ArgumentParser, cls: type, cfg: Any) -> None:
+    """Write the help of the config flags :func:`add_flags` put in ``parser``: each field's description
+    and its value in ``cfg``; each section's group is described by the section field's comment."""
+    helps = flag_help(cls, cfg)
+    for action in parser._actions:
+        if not action.dest.startswith("cfg:"):  # not a config flag (--preset, --out, ...)
+            continue
+        for option in action.option_strings:
+            if option in helps:
+                action.help = helps[option].replace("%", "%%")  # argparse formats help with %
+    for group in parser._action_groups:
+        title = group.title or ""
+        if title.startswith(f"{CONFIG_GROUP}: "):
+            section = title.split(": ", 1)[1].removesuffix(".*")
+            group.description = field_doc(cls, section).replace("%", "%%") or None

@@ -50,12 +50,12 @@ DIRECTIONS: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class EvalConfig:
-    split: str = "test"
-    frame: Literal["random", "first"] = "random"
-    seed: int = 0
-    ks: tuple[int, ...] = (1, 5, 10)
-    ndcg_k: int = 10
-    batch_size: int = 512
+    split: str = "test"  # the held-out split evaluated
+    frame: Literal["random", "first"] = "random"  # which frame of each episode is its retrieval sample
+    seed: int = 0  # seed of the random frames
+    ks: tuple[int, ...] = (1, 5, 10)  # the K of the R@K retrieval metrics
+    ndcg_k: int = 10  # the cut-off K of nDCG@K
+    batch_size: int = 512  # samples per forward pass
     max_episodes: int = 0  # 0 = the whole split
     sim: SimConfig = field(default_factory=SimConfig)  # closed-loop rollouts (runs with a policy)
 

@@ -37,13 +37,13 @@ from .policy import ContinuousPolicy, Policy, PolicyConfig
 @dataclass
 class ModelConfig:
     embed_dim: int = 256  # D: the chapter's rule of thumb is 256-1024
-    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)  # the conv image encoder
     text: TextEncoderConfig = field(default_factory=AutoTextConfig)  # a TEXT_BACKBONES variant (or its name)
-    action: ActionEncoderConfig = field(default_factory=ActionEncoderConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    init_temperature: float = 0.07
-    max_logit_scale: float = 100.0
-    learn_temperature: bool = True
+    action: ActionEncoderConfig = field(default_factory=ActionEncoderConfig)  # the action-chunk encoder
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the action policy trained beside the alignment
+    init_temperature: float = 0.07  # InfoNCE's starting temperature τ (one logit scale 1/τ per pair)
+    max_logit_scale: float = 100.0  # cap on the learned logit scale 1/τ (CLIP: 100)
+    learn_temperature: bool = True  # learn τ during training (false: keep init_temperature)
 
     def __post_init__(self) -> None:
         self.text = as_variant(self.text, TextEncoderConfig, "model.text")

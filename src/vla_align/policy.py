@@ -42,9 +42,9 @@ STATE_FEATURES = 64  # width of the proprioceptive-state embedding (continuous p
 
 @dataclass
 class PolicyConfig:
-    enabled: bool = False
+    enabled: bool = False  # train a policy (behaviour cloning) beside the alignment
     fusion: FusionConfig = field(default_factory=FiLMFusionConfig)  # a FUSIONS variant (or its name)
-    hidden: int = 256
+    hidden: int = 256  # width of the fused features and of the policy's layers
     chunk: int = 1  # k: actions predicted per step
     execute: int = 1  # j: actions played from each chunk before re-planning (1 <= j <= k)
     prev_action: bool = True  # condition on previous actions (a short memory)
@@ -53,11 +53,11 @@ class PolicyConfig:
     weight: float = 1.0  # behaviour-cloning loss weight beside the contrastive terms
     start_step: int = 0  # contrastive-only pre-training before this step
     freeze_encoders_until: int = 0  # BC gradients do not reach the encoders before this step
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # discrete actions: label smoothing of the cross-entropy
     # continuous actions only: the chunk head (its chunk_len / action_dim are set from `chunk` and the
     # dataset) and how actions are scaled for it (percentile: the 1st / 99th percentiles map to -1 / +1)
     head: HeadConfig = field(default_factory=RegressionHeadConfig)  # a HEADS variant (or its name)
-    normalize: NormMode = "percentile"
+    normalize: NormMode = "percentile"  # continuous actions: how they are scaled for the head
     state: bool = True  # continuous: feed the proprioceptive state (observation.state) when the data has it
 
     def __post_init__(self) -> None:

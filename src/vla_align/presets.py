@@ -22,12 +22,12 @@ from .train import TrainConfig
 
 @dataclass
 class RunConfig:
-    preset: str = "custom"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    preset: str = "custom"  # the preset this config started from (a name, informational)
+    data: DataConfig = field(default_factory=DataConfig)  # the dataset: simulator, levels, episodes, location
+    model: ModelConfig = field(default_factory=ModelConfig)  # the encoders, the shared space and the policy
+    loss: LossConfig = field(default_factory=LossConfig)  # the objective: contrastive pairs, auxiliary terms
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimiser, schedule, checkpoints and model selection
+    eval: EvalConfig = field(default_factory=EvalConfig)  # held-out retrieval and closed-loop evaluation
 
 
 # BabyAI's agent view is a 7x7 grid of 8-px tiles at 56 px: a stride-8 stem gives one feature per

@@ -33,14 +33,18 @@ def load_run_config(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
 
 
 def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[TriModalModel, RunConfig]:
-    """Rebuild the model from config.json and load checkpoint/model.safetensors; no dataset needed."""
+    """Rebuild the model from config.json and load checkpoint/model.safetensors; no dataset needed.
+    ``device`` is a torch device or ``"auto"`` (CUDA when a GPU is visible, else the CPU)."""
+    from .train import resolve_device
+
+    target = resolve_device(device, "device")
     cfg, extra = load_run_config(run_dir)
     if "dataset" not in extra:
         raise UserError(f"{run_dir / 'config.json'}: has no 'dataset' section; was this run trained by vla-align?")
     spec = ActionSpec.from_dict(extra["dataset"]["info"]["action_spec"])
     model = cfg.model.build(spec, int(extra["dataset"].get("state_dim", 0)))
     checkpoint.load_weights(model, run_dir / "checkpoint")
-    return model.to(device).eval(), cfg
+    return model.to(target).eval(), cfg
 
 
 def read_metrics(path: Path) -> tuple[dict[str, Any], str | None]:

@@ -26,13 +26,19 @@ from typing import Literal
 
 from .errors import UserError
 
-Kind = Literal["run", "dataset"]
+Kind = Literal["run", "dataset", "checkpoint"]
 RUN_KEYS = ("preset", "dataset")  # config.json of a run made by `vla-align train`
 FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_FORMAT = "vla-align/run-fingerprint/1"
+# A kept checkpoint RUN/checkpoints/step-NNNNNN/ (train.keep_checkpoints) is recognised by its name and
+# the marker file training writes into it, which repeats the step of the name.
+SNAPSHOT_FILE = "snapshot.json"
+SNAPSHOT_FORMAT = "vla-align/checkpoint-snapshot/1"
+SNAPSHOT_NAME = re.compile(r"^step-(?P<step>\d{6,})$")
 _MARKERS = {
     "run": f"config.json with {' and '.join(repr(k) for k in RUN_KEYS)}, or {FINGERPRINT_FILE}",
     "dataset": "meta/info.json with 'codebase_version' and 'features'",
+    "checkpoint": f"a step-NNNNNN name and {SNAPSHOT_FILE} of format {SNAPSHOT_FORMAT!r}",
 }
 _STALE = re.compile(r"^(?P<pid>\d+)@(?P<host>[A-Za-z0-9]*)-[A-Za-z0-9_]+$")
 
@@ -59,6 +65,21 @@ def is_dataset_dir(path: str | os.PathLike[str]) -> bool:
     """A LeRobot v3 / vla-align dataset: meta/info.json with ``codebase_version`` and ``features``."""
     info = _json_object(Path(path) / "meta" / "info.json")
     return info is not None and "codebase_version" in info and "features" in info
+
+
+def is_snapshot_dir(path: str | os.PathLike[str]) -> bool:
+    """A checkpoint kept by ``train.keep_checkpoints``: a real folder named ``step-NNNNNN`` whose
+    ``snapshot.json`` has our format and the same step (a folder a user named so is not one)."""
+    path = Path(path)
+    match = SNAPSHOT_NAME.match(path.name)
+    if match is None or path.is_symlink() or not path.is_dir():
+        return False
+    marker = _json_object(path / SNAPSHOT_FILE)
+    return marker is not None and marker.get("format") == SNAPSHOT_FORMAT and marker.get("step") == int(match["step"])
+
+
+def _recognised(path: Path, kind: Kind) -> bool:
+    return {"run": is_run_dir, "dataset": is_dataset_dir, "checkpoint": is_snapshot_dir}[kind](path)
 
 
 def is_empty_dir(path: Path) -> bool:
@@ -109,7 +130,7 @@ def check_replaceable(path: str | os.PathLike[str], kind: Kind, protect: Sequenc
         raise UserError(f"{path}: exists and is not a directory; refusing to replace it; choose another --out")
     if is_empty_dir(path):
         return
-    if not (is_run_dir(path) if kind == "run" else is_dataset_dir(path)):
+    if not _recognised(path, kind):
         raise UserError(
             f"{path}: not a vla-align {kind} (no {_MARKERS[kind]}); refusing to replace it; "
             "choose another --out (or remove it yourself)"
@@ -180,6 +201,31 @@ def _clean_one(entry: Path, target: Path, kind: str, tail: str) -> str | None:
         f"{old} is the previous {target.name}, kept by an interrupted --overwrite; "
         "delete it once the new one is good, or move it back"
     )
+
+
+def clean_stale_in(folder: Path) -> list[str]:
+    """:func:`clean_stale` for every target in ``folder`` that has ``.partial-`` / ``.old-`` siblings."""
+    names = set()
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            match = re.match(r"^\.(?P<name>.+)\.(partial|old)-", entry.name)
+            if match is not None:
+                names.add(match["name"])
+    return [n for name in sorted(names) for n in clean_stale(folder / name)]
+
+
+def discard(path: Path, kind: Kind) -> None:
+    """Delete the vla-align ``kind`` at ``path`` (refused for anything else, even an empty folder): first
+    renamed into a ``.<name>.partial-<owner>-*`` sibling (one rename), so a kill mid-way leaves a folder
+    that :func:`clean_stale` removes, never a half-deleted one under the old name."""
+    check_protected(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not _recognised(path, kind):
+        raise UserError(f"{path}: not a vla-align {kind} (no {_MARKERS[kind]}); refusing to delete it")
+    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{owner_tag()}-", dir=path.parent))
+    os.replace(path, trash / path.name)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def move_aside(path: Path) -> Path:

@@ -35,7 +35,7 @@ class SelectionConfig:
     every: int = 0  # steps between validation checks; 0 = off (the last step is the model)
     episodes: int = 100  # closed-loop validation episodes per check (policy runs on simulator data)
     patience: int = 0  # stop after this many checks without improvement; 0 = never stop early
-    rule: Literal["mean", "gated"] = "mean"
+    rule: Literal["mean", "gated"] = "mean"  # how validation checks are scored: mean or gated (see min_retrieval)
     min_retrieval: float = 0.70  # the gate of rule "gated": validation image->text R@10
 
     def __post_init__(self) -> None:

@@ -19,20 +19,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from . import atomic, checkpoint
+from . import atomic, checkpoint, safety, tracking
 from . import config as config_lib
 from .config import check_float, check_int, check_seed
 from .data.lerobot import read_dataset
 from .data.windows import ChunkSampler
 from .errors import ConfigError, UserError
 from .model import TriModalModel
-from .progress import Bar, console, progress_bar
+from .progress import Bar, console, progress_bar, quiet
 from .selection import SelectionConfig, validation_metrics
 from .step import TrainingStep
+from .tracking import LogConfig, Tracker
 
 if TYPE_CHECKING:
     from .balancing import Balancer
@@ -42,23 +43,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
+    steps: int = 2000  # optimiser steps
+    batch_size: int = 256  # samples per step (the other samples are InfoNCE's negatives)
+    lr: float = 1e-3  # peak AdamW learning rate (after warmup)
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
+    weight_decay: float = 0.05  # AdamW weight decay
+    warmup_steps: int = 100  # linear warmup steps before the cosine decay
     temperature_lr: float = 1e-3  # own optimizer group; the chapter caps it at 1e-3
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # largest gradient norm (gradients are clipped to it)
     augment_shift: int = 4  # random-shift augmentation in pixels (0 = off)
     augment_mirror: float = 0.0  # probability of a left-right mirror (swaps left/right actions and words)
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 500
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0  # seed of the initial weights and the batches
+    log_every: int = 50  # steps between training log lines
+    checkpoint_every: int = 500  # steps between checkpoints (a --resume starts from the last one)
+    keep_checkpoints: int = 0  # newest N checkpoints kept in RUN/checkpoints/step-NNNNNN/ (0 = only the resume state)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where training runs (auto: CUDA when a GPU is visible)
     threads: int = 0  # torch intra-op threads; 0 = all cores
     max_bad_steps: int = 20  # stop after this many steps in a row with a non-finite loss or gradient (0 = never)
     select: SelectionConfig = field(default_factory=SelectionConfig)  # model selection on validation
+    log: LogConfig = field(default_factory=LogConfig)  # logs besides metrics.jsonl: TensorBoard, CSV, wandb, mlflow
 
     def __post_init__(self) -> None:
         check_int("train.steps", self.steps, 1)
@@ -82,16 +85,32 @@ class TrainConfig:
         check_seed("train.seed", self.seed)
         check_int("train.log_every", self.log_every, 1)
         check_int("train.checkpoint_every", self.checkpoint_every, 1)
+        check_int("train.keep_checkpoints", self.keep_checkpoints, 0, why="checkpoints kept, 0 = only the resume state")
         check_int("train.threads", self.threads, 0, 1024, why="torch intra-op threads, 0 = all cores")
         check_int("train.max_bad_steps", self.max_bad_steps, 0, why="consecutive non-finite steps, 0 = never stop")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is 'cuda' but no CUDA GPU is visible; use --train.device auto")
-    if name == "auto":
+def resolve_device(name: str | torch.device, flag: str = "--train.device") -> torch.device:
+    """``auto`` (CUDA when a GPU is visible, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; ``flag`` names
+    the setting in the one-line error when the GPU asked for is not visible."""
+    if isinstance(name, str) and name.strip().lower() == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"{flag} {name!r}: not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise UserError(
+                f"{flag} {name}: no CUDA GPU is visible (torch {torch.__version__}, {build}); use auto or cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise UserError(f"{flag} {name}: only {count} CUDA GPU(s) are visible (cuda:0..); use auto or cuda")
+    elif device.type != "cpu":
+        raise UserError(f"{flag} {name!r}: unsupported device; use auto, cpu or cuda")
+    return device
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -176,12 +195,24 @@ class TrainingRun:
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> TriModalModel:
     """Train the tri-modal encoders (and the policy); writes config.json, metrics.jsonl and checkpoint/
-    into ``run_dir``. ``resume`` continues from ``checkpoint/train_state.pt``."""
+    into ``run_dir``. ``resume`` continues from ``checkpoint/train_state.pt``.
+
+    A resume may change ``train.steps`` (see :data:`vla_align.checkpoint.RESUME_OVERRIDES`). Batch k is
+    drawn from ``(seed, k)`` whatever the total, but the learning rate of step k is
+    ``lr_factor(k, train.steps)``: after the warm-up it follows a cosine over the whole run, so with a
+    new total the steps still to come follow the new cosine while those already taken followed the
+    old one (the rate jumps at the resume step, e.g. back up from its end value when the run is
+    extended). The result equals, bitwise on CPU, an uninterrupted run of the new length exactly when
+    every step taken had the same rate under both totals: a flat schedule (``train.min_lr_ratio 1``,
+    any warm-up), or a resume still inside the warm-up. With model selection on, the first run's
+    last step must also fall on a ``train.select.every`` step (its final check would otherwise be one
+    an uninterrupted run never makes). :func:`restore` prints which case applies."""
     run = setup(cfg, run_dir, resume)
     start = restore(run) if resume else begin(run)
+    say(banner(run, start if resume else None))
     run.model.train()
     run.seen, run.t0 = 0, time.perf_counter()
-    with progress_bar("train", cfg.train.steps) as bar, run.metrics_path.open("a") as log:
+    with progress_bar("train", cfg.train.steps) as bar, tracking.open_log(run_dir, cfg, resume) as log:
         bar.set(start)
         for step in range(start, cfg.train.steps):
             stop = train_one_step(run, step, log, bar)
@@ -201,6 +232,7 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError("every contrastive loss weight is 0 and the policy is off: nothing to train")
     if not cfg.loss.weights.any_positive() and cfg.model.policy.start_step > 0:
         raise ConfigError("model.policy.start_step > 0 needs a positive contrastive weight to pre-train with")
+    tracking.check_config(cfg.train.log)
 
 
 def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
@@ -210,9 +242,12 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     check_config(cfg)
     data_path = cfg.data.resolved_path()
+    if resume:  # a changed config or dataset is refused before the data is read
+        checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)
+    say(f"reading the train split of {data_path} ...")
     table = read_dataset(data_path, split="train")
     state_dim = int(table.state.shape[1]) if table.state is not None and cfg.model.policy.state else 0
     model = build_model(cfg, table.info, state_dim)
@@ -224,7 +259,8 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
     unit = TrainingStep(cfg, model, table)
     optimizer = make_optimizer(model, cfg.train, unit.aux)
     balancer = cfg.loss.balancer.build(unit.names).to(device)
-    checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)  # refuses a foreign --out / a changed resume
+    if not resume:
+        checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)  # refuses a foreign --out
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, run_dir / "config.json", dataset=dataset_record(table, data_path, state_dim))
     val_table = read_dataset(data_path, split="val") if cfg.train.select.every else None
@@ -252,6 +288,26 @@ def dataset_record(table: FrameTable, data_path: Path, state_dim: int) -> dict[s
     return record
 
 
+def say(message: str) -> None:
+    """One line on stderr about what training is doing (nothing with ``VLA_ALIGN_QUIET=1``)."""
+    if not quiet():
+        console.print(message, highlight=False, soft_wrap=True)
+
+
+def banner(run: TrainingRun, resumed_from: int | None) -> str:
+    """The one line printed before the first step: device, data, steps, batch, run folder, resume step."""
+    device = next(run.model.parameters()).device
+    where = f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
+    if device.type == "cuda":
+        where = f"{device} ({torch.cuda.get_device_name(device)})"
+    table, train = run.sampler.table, run.cfg.train
+    start = f"; resuming from step {resumed_from}" if resumed_from is not None else ""
+    return (
+        f"training on {where}: {table.num_episodes} episodes / {len(table.frames)} frames of {table.root}; "
+        f"{train.steps} steps x batch {train.batch_size}; run {run.run_dir}{start}"
+    )
+
+
 def restore(run: TrainingRun) -> int:
     """Load ``train_state.pt`` (weights, objectives' heads, balancer, optimizer, selection); returns its step."""
     state = checkpoint.load_train_state(run.ckpt_dir)
@@ -268,12 +324,43 @@ def restore(run: TrainingRun) -> int:
         raise UserError(
             f"{run.ckpt_dir / checkpoint.STATE_FILE}: does not belong to this run's model ({first}); start a new run"
         ) from None
+    if start > run.cfg.train.steps:
+        raise UserError(
+            f"{run.run_dir}: the run already reached step {start}, more than --train.steps {run.cfg.train.steps}; "
+            f"pass --train.steps {start} or more to continue it"
+        )
     _remove_interrupted_writes(run)
     run.best.update(state.get("best") or {})
     run.guard.update(state.get("guard") or {})
     run.saved_step = start
     _truncate_metrics(run.metrics_path, start)
+    sync_snapshots(run, start)
+    note = schedule_note(run.cfg.train, state.get("steps"), start)
+    if note:
+        say(note)
     return start
+
+
+def schedule_note(cfg: TrainConfig, old_steps: Any, start: int) -> str | None:
+    """What a resume with a changed ``train.steps`` does to the learning rate (None when unchanged or
+    unknown: states written before the total was recorded)."""
+    if not isinstance(old_steps, int) or old_steps == cfg.steps:
+        return None
+    import dataclasses
+
+    before = dataclasses.replace(cfg, steps=old_steps)
+    if all(lr_factor(k, before) == lr_factor(k, cfg) for k in range(start)):
+        return (
+            f"train.steps {old_steps} -> {cfg.steps}: the {start} steps taken had the learning rates of a "
+            f"{cfg.steps}-step run, so this run continues exactly like an uninterrupted {cfg.steps}-step one"
+        )
+    was, now = lr_factor(start - 1, before), lr_factor(start, cfg)
+    return (
+        f"train.steps {old_steps} -> {cfg.steps}: steps 1-{start} followed the cosine over {old_steps} steps; "
+        f"from step {start + 1} the learning rate follows the cosine over {cfg.steps} (train.lr x {was:.3g} at "
+        f"step {start} -> x {now:.3g} at step {start + 1}, then down to x {cfg.min_lr_ratio:g}); the result "
+        f"differs from an uninterrupted {cfg.steps}-step run (a flat schedule, --train.min-lr-ratio 1, would not)"
+    )
 
 
 # What training writes through atomic.write_bytes (a temporary ``.<name>.<random>.tmp`` beside each).
@@ -291,11 +378,18 @@ def _remove_interrupted_writes(run: TrainingRun) -> None:
         for name in names:
             for stale in folder.glob(f".{name}.*.tmp"):
                 stale.unlink(missing_ok=True)
+    snapshots = run.run_dir / checkpoint.SNAPSHOTS
+    for stale in snapshots.glob(f".{checkpoint.LAST}.*.tmp"):  # the link (or text file) made beside ``last``
+        stale.unlink(missing_ok=True)
+    safety.clean_stale_in(snapshots)  # half-written or half-deleted step-NNNNNN folders of a killed run
 
 
 def begin(run: TrainingRun) -> int:
     """A fresh run: fit the text encoder's vocabulary / cache, start an empty log; returns step 0."""
-    run.model.text_encoder.fit(run.sampler.table.instructions)
+    texts = run.sampler.table.instructions
+    if run.model.text_backbone != "scratch":  # a pretrained sentence model: loading it takes a while
+        say(f"loading the {run.model.text_backbone} text model, embedding {len(set(texts))} distinct instructions ...")
+    run.model.text_encoder.fit(texts)
     if run.metrics_path.exists():
         run.metrics_path.unlink()
     return 0
@@ -306,7 +400,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, step: int, cfg: TrainCon
         group["lr"] = group["base_lr"] * lr_factor(step, cfg)
 
 
-def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
+def train_one_step(run: TrainingRun, step: int, log: Tracker, bar: Bar) -> bool:
     """Batch, losses, update, then the log record, validation and checkpoint that fall on this step.
     Returns True when model selection stops the run early."""
     cfg = run.cfg.train
@@ -322,7 +416,7 @@ def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
     else:
         run.guard["in_a_row"] = 0
     if update.conflict is not None:
-        log.write(json.dumps({"step": done, **update.conflict}) + "\n")
+        log.record({"step": done, **update.conflict})
     run.seen += len(inp.batch)
     if update.skipped is None and (done % cfg.log_every == 0 or done == cfg.steps):
         rate = run.seen / (time.perf_counter() - run.t0)
@@ -331,8 +425,7 @@ def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
         record |= {"grad_norm": float(update.grad_norm), "samples_per_s": rate}
         if run.guard["skipped"]:  # only once a step was skipped: finite runs log exactly what they did before
             record["train/skipped_steps"] = run.guard["skipped"]
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+        log.record(record)
         bar.info = f"loss {update.total:.3f}  {rate:.0f} samples/s"
     stop = False
     if run.val_table is not None and (done % cfg.select.every == 0 or done == cfg.steps):
@@ -340,20 +433,52 @@ def train_one_step(run: TrainingRun, step: int, log: TextIO, bar: Bar) -> bool:
     if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
         check_finite_state(run, done)
         save_checkpoint(
-            run.model, run.optimizer, done, run.ckpt_dir, run.best, run.training_step.aux, run.balancer, run.guard
+            run.model,
+            run.optimizer,
+            done,
+            run.ckpt_dir,
+            run.best,
+            run.training_step.aux,
+            run.balancer,
+            run.guard,
+            steps=cfg.steps,
         )
         run.saved_step = done
+        keep_snapshot(run, done)
     return stop
 
 
-def skip_step(run: TrainingRun, reason: str, done: int, log: TextIO) -> None:
+def keep_snapshot(run: TrainingRun, step: int) -> None:
+    """With ``train.keep_checkpoints`` N > 0: copy the checkpoint just written to
+    ``checkpoints/step-NNNNNN/``, delete the kept ones beyond the newest N, point ``checkpoints/last`` at it.
+    Written after ``checkpoint/``: a kill in between is repaired on resume (:func:`sync_snapshots`)."""
+    keep = run.cfg.train.keep_checkpoints
+    if keep:
+        checkpoint.write_snapshot(run.run_dir, step, run.model, run.ckpt_dir / checkpoint.STATE_FILE)
+        checkpoint.prune_snapshots(run.run_dir, keep)
+
+
+def sync_snapshots(run: TrainingRun, step: int) -> None:
+    """On resume from ``step``: kept checkpoints of later steps are dropped (the resumed run redoes those
+    steps), the one of ``step`` is written when a kill came between it and ``checkpoint/``, the newest
+    ``train.keep_checkpoints`` are kept."""
+    keep = run.cfg.train.keep_checkpoints
+    later = [s for s, _ in checkpoint.snapshots(run.run_dir) if s > step]
+    if later:
+        say(f"resuming from step {step}: dropping the kept checkpoints of later steps {later}")
+    if keep and not (run.run_dir / checkpoint.SNAPSHOTS / checkpoint.snapshot_name(step)).is_dir():
+        checkpoint.write_snapshot(run.run_dir, step, run.model, run.ckpt_dir / checkpoint.STATE_FILE)
+    if keep or later:
+        checkpoint.prune_snapshots(run.run_dir, keep or len(checkpoint.snapshots(run.run_dir)), after=step)
+
+
+def skip_step(run: TrainingRun, reason: str, done: int, log: Tracker) -> None:
     """Count and log a step the finite-loss guard skipped; stop the run after ``train.max_bad_steps``
     of them in a row (the checkpoints on disk are the last good ones)."""
     run.guard["skipped"] += 1
     run.guard["in_a_row"] += 1
     skipped, in_a_row = run.guard["skipped"], run.guard["in_a_row"]
-    log.write(json.dumps({"step": done, "train/skipped_steps": skipped, "train/bad_steps_in_a_row": in_a_row}) + "\n")
-    log.flush()
+    log.record({"step": done, "train/skipped_steps": skipped, "train/bad_steps_in_a_row": in_a_row})
     if in_a_row == 1 or in_a_row % 100 == 0:
         console.print(
             f"step {done}: {reason}; update skipped ({in_a_row} in a row, {skipped} in all)",
@@ -401,7 +526,7 @@ def check_finite_state(run: TrainingRun, done: int) -> None:
         )
 
 
-def validate(run: TrainingRun, val_table: FrameTable, done: int, log: TextIO) -> bool:
+def validate(run: TrainingRun, val_table: FrameTable, done: int, log: Tracker) -> bool:
     """One model-selection check: log it, keep the best weights in checkpoint/best; True = stop (patience)."""
     select = run.cfg.train.select
     val = validation_metrics(run.model, val_table, select, run.cfg.eval)
@@ -411,8 +536,7 @@ def validate(run: TrainingRun, val_table: FrameTable, done: int, log: TextIO) ->
         checkpoint.save_weights(run.model, run.ckpt_dir / "best")
     else:
         run.best["checks_since"] += 1
-    log.write(json.dumps({"step": done, **val, "val/best_step": run.best["step"]}) + "\n")
-    log.flush()
+    log.record({"step": done, **val, "val/best_step": run.best["step"]})
     return bool(select.patience) and run.best["checks_since"] >= select.patience
 
 
@@ -440,6 +564,7 @@ def save_checkpoint(
     aux: torch.nn.Module | None = None,
     balancer: torch.nn.Module | None = None,
     guard: dict[str, int] | None = None,
+    steps: int | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # train_state.pt carries its own copy of the weights, so each file is self-consistent even
@@ -453,6 +578,7 @@ def save_checkpoint(
             "aux": aux.state_dict() if aux is not None else {},
             "balancer": balancer.state_dict() if balancer is not None else {},
             "guard": dict(guard or {}),  # the finite-loss guard's counts (skipped steps, in a row)
+            **({"steps": steps} if steps is not None else {}),  # the total the LR schedule ran over
         },
         directory,
     )

@@ -30,20 +30,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
-    """``main`` in this process: (exit code, stdout, stderr); an escaping exception fails the test."""
-    monkeypatch.setenv("VLA_ALIGN_QUIET", "1")
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
 def assert_clean_failure(result: tuple[int, str, str], *needles: str) -> str:
     code, _, err = result
     assert code == 2, err

@@ -15,7 +15,7 @@ from ..data.episode import ActionSpec
 class ActionEncoderConfig:
     chunk_len: int = 8  # T: the chapter starts L<->A alignment with short chunks, T <= 8
     step_dim: int = 32  # per-step feature size
-    feature_dim: int = 256
+    feature_dim: int = 256  # action-chunk feature size before the projection into the shared space
 
     def __post_init__(self) -> None:
         check_int("model.action.chunk_len", self.chunk_len, 1, 64, why="T: the chapter starts with T <= 8")

@@ -14,11 +14,11 @@ from ..errors import ConfigError
 
 @dataclass
 class ImageEncoderConfig:
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: tuple[int, ...] = (32, 64, 128)  # conv widths, one per conv layer (two or more)
     strides: tuple[int, ...] = (4, 1, 2)  # a stride s > 2 is a patchify conv (kernel s), else a 3x3 conv
     pool: int = 4  # adaptive average pool to pool x pool (layout), 0 = none
     max_pool: bool = True  # also a global max pool over positions (what is present anywhere)
-    feature_dim: int = 512
+    feature_dim: int = 512  # image feature size before the projection into the shared space
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2:

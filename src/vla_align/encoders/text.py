@@ -56,7 +56,7 @@ class TextEncoderConfig(VariantConfig):
     module: ClassVar[type[TextBackboneModule]]  # the backbone this config builds (set by each variant)
 
     backbone: TextBackbone = "auto"
-    feature_dim: int = 256
+    feature_dim: int = 256  # text feature size before the projection into the shared space
 
     def __post_init__(self) -> None:
         check_name(self, WHERE)
@@ -253,7 +253,7 @@ class ScratchTextConfig(TextEncoderConfig):
     backbone: TextBackbone = "scratch"
     vocab_buckets: int = 4096  # hashed word vocabulary
     max_words: int = 24  # longer instructions are cut (BabyAI's longest is ~20 words)
-    word_dim: int = 128
+    word_dim: int = 128  # size of the learned word embeddings
 
     module = ScratchText
 
@@ -269,8 +269,8 @@ class AutoTextConfig(TextEncoderConfig):
 
     backbone: TextBackbone = "auto"
     vocab_buckets: int = 4096  # as ScratchTextConfig's, used when auto picks scratch
-    max_words: int = 24
-    word_dim: int = 128
+    max_words: int = 24  # longer instructions are cut (BabyAI's longest is ~20 words)
+    word_dim: int = 128  # size of the learned word embeddings
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -106,7 +106,7 @@ class FlowHeadConfig(HeadConfig):
     name: HeadName = "flow"
     steps: int = 10  # Euler steps from noise (t = 1) to actions (t = 0)
     time_alpha: float = 1.5  # training times: t = time_min + (1 − time_min) · s, s ~ Beta(time_alpha, 1)
-    time_min: float = 0.001
+    time_min: float = 0.001  # smallest training time t (see time_alpha)
     time_dim: int = 64  # sinusoidal time embedding size (even)
 
     module = FlowHead

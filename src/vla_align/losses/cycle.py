@@ -42,7 +42,7 @@ from .contrastive import info_nce
 @dataclass
 class CycleConfig:
     weight: float = 0.0  # λ_cyc; the chapter's default is 0.2 when enabled
-    distance: Literal["infonce", "cosine"] = "infonce"
+    distance: Literal["infonce", "cosine"] = "infonce"  # d of the cycle loss: InfoNCE over the batch or 1 − cosine
     temperature: float = 0.1  # for distance="infonce"
     hidden: int = 256  # width of the g_VL / g_LA heads
 

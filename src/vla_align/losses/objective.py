@@ -26,9 +26,9 @@ from .spectral import SpectralConfig
 
 @dataclass
 class LossWeights:
-    image_text: float = 1.0
-    text_action: float = 1.0
-    image_action: float = 0.5
+    image_text: float = 1.0  # InfoNCE weight of the image-text pair (0 = off)
+    text_action: float = 1.0  # InfoNCE weight of the text-action pair (0 = off)
+    image_action: float = 0.5  # InfoNCE weight of the image-action pair (0 = off)
 
     def __post_init__(self) -> None:
         for pair in PAIRS:
@@ -40,7 +40,7 @@ class LossWeights:
 
 @dataclass
 class LossConfig:
-    weights: LossWeights = field(default_factory=LossWeights)
+    weights: LossWeights = field(default_factory=LossWeights)  # the contrastive pairs' weights
     pairwise_first_steps: int = 0  # curriculum: image_text alone for this many steps, then all pairs
     shared_instruction_positives: bool = True  # samples with the same instruction are positives
     cycle: CycleConfig = field(default_factory=CycleConfig)  # language as the bridge V <-> A (5.4)

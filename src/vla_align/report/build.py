@@ -68,7 +68,8 @@ def _read_history(path: Path, notes: list[str] | None = None) -> list[dict[str, 
     return out
 
 
-def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> ReportInputs:
+def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None, device: str = "cpu") -> ReportInputs:
+    """What the report shows; the model-based parts run on ``device`` (``auto``: CUDA when visible)."""
     from ..checkpoint import read_run_config
     from ..runs import read_metrics
     from ..sim.base import EPISODES_FILE, read_episodes
@@ -97,11 +98,26 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None) -> Re
         inputs.notes.append("no checkpoint/model.safetensors: model-based diagnostics skipped")
         return inputs
     dataset = data or Path(config.get("dataset", {}).get("path", ""))
-    _model_based(inputs, dataset, episodes, max_failures)
+    _model_based(inputs, dataset, episodes, max_failures, device)
     return inputs
 
 
-def _model_based(inputs: ReportInputs, dataset: Path, episodes: list[Any], max_failures: int) -> None:
+def _model_based(
+    inputs: ReportInputs, dataset: Path, episodes: list[Any], max_failures: int, device: str = "cpu"
+) -> None:
+    """The model-based parts on ``device`` (``auto``: CUDA when visible), in bf16 autocast on CUDA and
+    float32 on the CPU."""
+    from ..sim.base import inference_autocast
+    from ..train import resolve_device
+
+    target = resolve_device(device, "--device")
+    with inference_autocast(target):
+        _model_diagnostics(inputs, dataset, episodes, max_failures, str(target))
+
+
+def _model_diagnostics(
+    inputs: ReportInputs, dataset: Path, episodes: list[Any], max_failures: int, device: str
+) -> None:
     """Health indicators on the held-out split (dataset on disk) and failure panels replayed in the
     run's simulator (from the checkpoint and config.json alone where the simulator allows it)."""
     from ..data.lerobot import read_dataset
@@ -114,7 +130,7 @@ def _model_based(inputs: ReportInputs, dataset: Path, episodes: list[Any], max_f
     if not have_data and not (episodes and sim is not None):
         inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
         return
-    model, cfg = load_model(inputs.run_dir)
+    model, cfg = load_model(inputs.run_dir, device)
     table = None
     if have_data:
         from .health import compute_health
@@ -436,9 +452,10 @@ def write_report(
     out: str | Path | None = None,
     max_failures: int = 6,
     data: str | Path | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Write ``report.html`` (or ``out``) for the run in ``run_dir`` and add the ``health/...`` keys to
-    its metrics.json; returns the report's path."""
+    its metrics.json; returns the report's path. The model runs on ``device`` (``auto``, ``cpu``, ``cuda``)."""
     from ..runs import update_metrics
     from .health import health_metrics
 
@@ -449,7 +466,7 @@ def write_report(
     run = Path(run_dir)
     path = Path(out) if out else run / "report.html"
     _check_out(path)  # before the minutes of work, not after
-    inputs = gather(run, max_failures, Path(data) if data else None)
+    inputs = gather(run, max_failures, Path(data) if data else None, device)
     html = render(inputs, lang)
     write_text(path, html)
     if inputs.health is not None and (run / "metrics.json").is_file():  # a damaged one is kept as .bak

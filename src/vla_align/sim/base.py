@@ -23,6 +23,7 @@ class with ``@SIMULATORS.register("name")``; importing the module registers it (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 @dataclass
 class SimConfig:
     episodes: int = 0  # closed-loop episodes from the held-out split (0 = none); per task where a simulator has tasks
-    split: str = "test"
+    split: str = "test"  # the split whose episode seeds are rolled out
     envs: int = 64  # environments stepped together (one batched policy call per step)
     workers: int = 1  # processes the episodes are split over (each steps its own pool of envs)
     max_steps: int = 0  # per-episode cap; 0 = the level's own limit
@@ -299,10 +300,10 @@ class DataConfig:
     levels: tuple[str, ...] = ("GoToLocal",)  # the simulator's levels / tasks (BabyAI levels, Meta-World tasks)
     # episodes per split (per task and split for simulators with tasks, e.g. Meta-World)
     train_episodes: int = 5000
-    val_episodes: int = 500
-    test_episodes: int = 1000
-    image_size: int = 56
-    seed: int = 0
+    val_episodes: int = 500  # validation split (model selection)
+    test_episodes: int = 1000  # test split (held out for evaluation)
+    image_size: int = 56  # pixels per side of the camera frames
+    seed: int = 0  # seed of the generated demonstrations (episode seeds)
     path: str = ""  # dataset directory; empty = a cache directory named after the fields above
 
     def __post_init__(self) -> None:
@@ -342,8 +343,17 @@ def default_split_counts(n: int, val: int | None, test: int | None) -> dict[str,
 # --- what a spawned evaluation worker needs -------------------------------------------------------
 
 
+def inference_autocast(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """The precision of evaluation, closed loop and report: bf16 autocast on CUDA, plain float32
+    elsewhere (CPU results stay exactly those computed without any autocast)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def model_parts(model: TriModalModel) -> dict[str, Any]:
-    """What a spawned worker needs to rebuild ``model``: config, action spec, state size, CPU weights."""
+    """What a spawned worker needs to rebuild ``model``: config, action spec, state size, CPU weights
+    and the device the model runs on (a worker runs its copy there too)."""
     from .. import config as config_lib
 
     return {
@@ -351,13 +361,18 @@ def model_parts(model: TriModalModel) -> dict[str, Any]:
         "action_spec": model.action_spec.to_dict(),
         "state_dim": model.state_dim,
         "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "device": str(next(model.parameters()).device),
     }
 
 
 def rebuild_model(
-    model_config: dict[str, Any], action_spec: dict[str, Any], state_dim: int, weights: dict[str, torch.Tensor]
+    model_config: dict[str, Any],
+    action_spec: dict[str, Any],
+    state_dim: int,
+    weights: dict[str, torch.Tensor],
+    device: str = "cpu",
 ) -> TriModalModel:
-    """The inverse of :func:`model_parts`, in a worker process: one torch thread, eval mode."""
+    """The inverse of :func:`model_parts`, in a worker process: one torch thread, eval mode, on ``device``."""
     from .. import config as config_lib
     from ..data.episode import ActionSpec
     from ..model import ModelConfig
@@ -365,7 +380,7 @@ def rebuild_model(
     torch.set_num_threads(1)
     model = config_lib.from_dict(ModelConfig, model_config).build(ActionSpec.from_dict(action_spec), state_dim)
     model.load_state_dict(weights)
-    return model.eval()
+    return model.to(device).eval()
 
 
 def derange(texts: list[str], rng: np.random.Generator) -> list[str]:

@@ -170,18 +170,20 @@ def attention_heat(
 
     from ...diagnostics.attention import policy_grad_cam, text_to_patch_map
 
-    image = torch.from_numpy(frame)[None]  # (1, H, W, 3)
+    device = next(model.parameters()).device
+    image = torch.from_numpy(frame)[None].to(device)  # (1, H, W, 3)
+    previous = torch.tensor([prev], device=device)
     fusion = model.policy.fusion if model.policy is not None else None
     if fusion is not None and hasattr(fusion, "last_attention"):
-        model.act_logits(image, [instruction], torch.tensor([prev]))
+        model.act_logits(image, [instruction], previous)
         attn = getattr(fusion, "last_attention", None)  # (1, L, h*w)
         h, w = (int(x) for x in model.image_encoder.patches(image).shape[2:])
         if isinstance(attn, torch.Tensor) and attn.shape[-1] == h * w:
-            patch = text_to_patch_map(attn, None, (h, w))  # (1, h, w), sums to 1
+            patch = text_to_patch_map(attn.float().cpu(), None, (h, w))  # (1, h, w), sums to 1
             up = F.interpolate(patch[None].float(), size=frame.shape[:2], mode="bilinear", align_corners=False)[0, 0]
             return (up / up.max().clamp(min=1e-12)).numpy(), "text-to-patch cross-attention"
-    cam = policy_grad_cam(model, image[0], [instruction], torch.tensor([prev]))[0]
-    return cam.numpy(), "Grad-CAM of the chosen action over the conv features"
+    cam = policy_grad_cam(model, image[0], [instruction], previous)[0]
+    return cam.float().cpu().numpy(), "Grad-CAM of the chosen action over the conv features"
 
 
 @torch.no_grad()

@@ -32,8 +32,8 @@ import torch
 from ...data.lerobot import FrameTable
 from ...data.splits import split_seed
 from ...errors import UserError
-from ...progress import progress_bar
-from ..base import EpisodeResult, SimConfig, derange, model_parts, rebuild_model
+from ...progress import console, progress_bar
+from ..base import EpisodeResult, SimConfig, derange, inference_autocast, model_parts, rebuild_model
 
 if TYPE_CHECKING:
     from ...model import TriModalModel
@@ -111,6 +111,11 @@ def episode_specs(held: HeldOut, n: int, seed: int, ablation: Ablation = "none")
     if len(ok) == 0:
         raise UserError(f"{held.where}: no successful demonstration with a recorded env seed to replay")
     rng = np.random.default_rng(seed)
+    if n > len(ok) and ablation == "none":  # said once per evaluation, not per ablation
+        console.print(
+            f"{held.where}: {n} closed-loop episodes asked for, but the split has {len(ok)} replayable "
+            f"demonstrations (solved, with an env seed); running {len(ok)}"
+        )
     chosen = ok if n >= len(ok) else np.sort(rng.choice(ok, size=n, replace=False))
     instructions = [held.instructions[e] for e in chosen]
     shown = list(instructions)
@@ -311,13 +316,14 @@ class _Job:
     frames: FrameTable | None  # shuffle_image: only the replacement episodes' frames
     ablation: Ablation
     state_dim: int = 0
+    device: str = "cpu"  # where the worker's copy of the model runs (the evaluating model's device)
 
 
 def _run_job(job: _Job) -> list[EpisodeResult]:
-    model = rebuild_model(job.model_config, job.action_spec, job.state_dim, job.weights)
+    model = rebuild_model(job.model_config, job.action_spec, job.state_dim, job.weights, job.device)
     policy_cfg = model.cfg.policy
     history = policy_cfg.history if policy_cfg.prev_action else 1
-    with torch.no_grad():
+    with torch.no_grad(), inference_autocast(job.device):
         return rollout(
             model_policy(model),
             job.specs,

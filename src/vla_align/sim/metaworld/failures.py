@@ -185,7 +185,9 @@ def _standardise(model: TriModalModel, actions: np.ndarray) -> np.ndarray:
     """(T, A) actions in the run's normalised units (per-episode z-scores without a normaliser)."""
     if model.action_norm is not None:
         with torch.no_grad():
-            scaled: np.ndarray = model.action_norm.normalize(torch.from_numpy(actions.astype(np.float64))).numpy()
+            device = next(model.parameters()).device
+            raw = torch.from_numpy(actions.astype(np.float64)).to(device)
+            scaled: np.ndarray = model.action_norm.normalize(raw).cpu().numpy()
             return scaled
     z: np.ndarray = (actions - actions.mean(0)) / (actions.std(0) + 1e-8)
     return z
