@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 import tests.reach_sim  # noqa: F401  (registers reach2d)
 
@@ -33,3 +34,25 @@ def test_data_without_a_registered_simulator_has_none() -> None:
     assert simulator_for({}) is None
     with pytest.raises(ConfigError, match=r"not a registered simulator; use one of .*babyai.*metaworld"):
         DataConfig(source="nosuch")
+
+
+def test_asking_for_more_closed_loop_episodes_than_the_split_has_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """`eval --episodes 500` on a split with 3 replayable demonstrations runs 3 and says so, once."""
+    from vla_align.sim.babyai.rollout import HeldOut, episode_specs
+
+    held = HeldOut(
+        "datasets/tiny",
+        np.array([11, 12, -1, 14], dtype=np.int64),
+        ["BabyAI-GoToLocal-v0"] * 4,
+        ["go to the red ball", "go to a key", "go to the box", "go to the grey ball"],
+        np.array([True, True, True, True]),
+        np.array([5, 6, 7, 8], dtype=np.int64),
+    )
+    specs = episode_specs(held, 500, seed=0)
+    assert [s.seed for s in specs] == [11, 12, 14]
+    err = capsys.readouterr().err
+    assert "500 closed-loop episodes asked for" in err and "running 3" in err
+    assert len(episode_specs(held, 500, seed=0, ablation="shuffle_text")) == 3
+    assert "asked for" not in capsys.readouterr().err  # once per evaluation, not per ablation
+    episode_specs(held, 2, seed=0)
+    assert "asked for" not in capsys.readouterr().err
