@@ -269,15 +269,9 @@ def _overridable(key: str) -> bool:
 def dataset_fingerprint(data_path: Path) -> str:
     """sha256 of the dataset's description: every file under ``meta/`` (info.json, tasks, episodes,
     stats) with its relative path. The same dataset moved elsewhere keeps its fingerprint."""
-    import hashlib
+    from .data.split_file import dataset_meta_hash
 
-    meta = data_path / "meta"
-    digest = hashlib.sha256()
-    files = sorted(p for p in meta.rglob("*") if p.is_file() and not p.name.startswith(".")) if meta.is_dir() else []
-    for p in files:
-        digest.update(p.relative_to(meta).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(p.read_bytes()).digest())
-    return digest.hexdigest()
+    return dataset_meta_hash(data_path)
 
 
 def write_fingerprint(run_dir: Path, cfg: Any, data_path: Path) -> None:

@@ -424,9 +424,12 @@ def _add_data_parser(sub: Any) -> None:
     """`vla-align data <simulator>`: one sub-command per registered simulator, with its own flags."""
     from .sim import SIMULATORS, get_simulator
 
-    names = SIMULATORS.names()
-    p = sub.add_parser("data", help=f"generate demonstrations in LeRobot v3.0 format ({' | '.join(names)})")
-    sims = p.add_subparsers(dest="source", required=True, parser_class=_Parser, metavar="SIMULATOR")
+    names = [n for n in SIMULATORS.names() if n != "split"]  # `data split` is the split-file command
+    p = sub.add_parser(
+        "data", help=f"generate demonstrations in LeRobot v3.0 format ({' | '.join(names)}), or split a dataset"
+    )
+    sims = p.add_subparsers(dest="source", required=True, parser_class=_Parser, metavar="SIMULATOR|split")
+    _add_split_parser(sims, "split" in SIMULATORS)
     for name in names:
         sim = get_simulator(name)
         q = sims.add_parser(name, help=sim.summary)
@@ -436,6 +439,78 @@ def _add_data_parser(sub: Any) -> None:
         q.add_argument("--out", required=True)
         q.add_argument("--overwrite", action="store_true")
         q.set_defaults(func=cmd_data)
+
+
+def _add_split_parser(sims: Any, shadowed: bool) -> None:
+    """`vla-align data split DIR`: write the dataset's split file beside it (see data/split_file.py)."""
+    note = " (a simulator registered as 'split' cannot generate data from here: rename it)" if shadowed else ""
+    q = sims.add_parser(
+        "split",
+        help="write a train/val/test(/test_ood) split file beside a dataset (DIR.splits.json)" + note,
+        description="Split a dataset's episodes into train / val / test (and test_ood with --ood) and write the "
+        "split file beside the dataset (never inside it); train, eval and report then use it." + note,
+    )
+    q.add_argument("dir", metavar="DIR", help="the LeRobot v3.0 dataset directory (read only)")
+    q.add_argument(
+        "--by",
+        choices=["episode", "time-block"],
+        default="episode",
+        help="episode: random episodes (by --seed); time-block: contiguous blocks in episode order, train "
+        "first, then val, then test (held-out episodes never recorded between training ones)",
+    )
+    q.add_argument(
+        "--ood",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="hold out these out-of-domain items as split test_ood (repeatable): task=NAME,..., "
+        "instruction=TEXT,... or object=WORD,... (a substring of the instruction); val/test stay in-domain",
+    )
+    q.add_argument("--val", type=float, default=0.1, help="fraction of the in-domain episodes for val (default 0.1)")
+    q.add_argument("--test", type=float, default=0.1, help="fraction of the in-domain episodes for test (default 0.1)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the random episode split")
+    q.add_argument("--out", metavar="FILE", help="where to write the split file (default: DIR.splits.json beside DIR)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing split file")
+    q.set_defaults(func=cmd_data_split)
+
+
+def cmd_data_split(args: argparse.Namespace) -> None:
+    """Write the split file of ``args.dir`` beside it and print what each split holds."""
+    from . import atomic
+    from .data import split_file
+    from .data.lerobot import read_info
+
+    root = Path(args.dir)
+    read_info(root)  # a LeRobot v3.0 dataset, checked
+    out = Path(args.out) if args.out else split_file.default_split_path(root)
+    safety.check_outside(out, [root])
+    if out.exists() or out.is_symlink():
+        if not args.overwrite:
+            raise UserError(f"{out}: exists; pass --overwrite to replace it (runs trained on it will refuse it)")
+        if not out.is_file():
+            raise UserError(f"{out}: exists and is not a file; refusing to replace it; choose another --out")
+        split_file.load_split_file(out)  # only a split file is replaced
+    catalog = split_file.read_catalog(root)
+    request = split_file.SplitRequest(args.by, args.val, args.test, args.seed, split_file.parse_ood(args.ood))
+    doc = split_file.split_document(root, catalog, request)
+    atomic.write_json(out, doc)
+    _print_split_summary(split_file.summary_rows(catalog, doc["splits"]), out)
+    if args.out:
+        print(f"train / eval / report use it with --data.splits {out}")
+    else:
+        print(f"train / eval / report on {root} use it from now on (runs record it in their config.json)")
+
+
+def _print_split_summary(rows: list[tuple[str, int, int, int, int]], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"splits written to {out}")
+    for c in ("split", "episodes", "frames", "instructions", "shared with train"):
+        table.add_column(c, justify="left" if c == "split" else "right")
+    for name, episodes, frames, texts, shared in rows:
+        table.add_row(name, str(episodes), str(frames), str(texts), "—" if name == "train" else str(shared))
+    Console(width=120).print(table)
 
 
 def _count(text: str) -> int:
@@ -604,9 +679,22 @@ def _save_crash() -> Path | None:
     return None
 
 
+def _warning_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """``warnings.showwarning`` for the command line: a user-facing warning (a camera not read, a
+    sidecar file a LeRobot tool dropped) is one line, not Python's file:line report."""
+    first = (str(message).strip().splitlines() or [""])[0]
+    print(f"vla-align: warning: {first}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A failure the user can fix (UserError, a path that cannot be read or written)
-    is one line on stderr and exit 2; a bug is a short message naming the saved traceback, exit 1."""
+    is one line on stderr and exit 2; a bug is a short message naming the saved traceback, exit 1.
+    Warnings are one line each."""
+    import warnings
+
+    warnings.showwarning = _warning_line
     try:
         try:
             args = build_parser().parse_args(argv)

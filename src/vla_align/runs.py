@@ -11,6 +11,7 @@ import torch
 
 from . import atomic, checkpoint, safety
 from . import config as config_lib
+from .data import split_file
 from .data.episode import ActionSpec
 from .errors import UserError
 from .model import TriModalModel
@@ -128,8 +129,13 @@ def evaluate_run(
     on_disk = (data_path / "meta" / "info.json").is_file()
     metrics: dict[str, Any] = {}
     table = None
+    splits = split_file.run_splits(cfg.data.splits)  # the split file the run was trained with
+    if on_disk:
+        split_file.check_split_record(dataset.get("splits"), data_path, splits, f"run {run_dir}")
+    if cfg.eval.split == "train" or cfg.eval.sim.split == "train":
+        console.print("note: evaluating the train split: these episodes were seen in training, not held out")
     if on_disk or sim is None:  # without a simulator the dataset is all there is: read_dataset says what is wrong
-        table = read_dataset(data_path, split=cfg.eval.split)
+        table = read_dataset(data_path, split=cfg.eval.split, splits=splits, **cfg.data.frame_options(data_path))
         metrics.update(evaluate_retrieval(model, table, cfg.eval))
         if table.action_spec.kind == "continuous":
             metrics.update(evaluate_trajectories(model, table, cfg.eval))
@@ -143,7 +149,7 @@ def evaluate_run(
     split = cfg.eval.sim.split
     sim_table = table if table is not None and split == cfg.eval.split else None
     if sim_table is None and on_disk:
-        sim_table = read_dataset(data_path, split=split)
+        sim_table = read_dataset(data_path, split=split, splits=splits, **cfg.data.frame_options(data_path))
     episodes: list[EpisodeResult] = []
     ctx = EvalContext.from_run(dataset, split, sim_table)
     metrics.update(evaluate_closed_loop(sim, model, ctx, cfg.eval.sim, episodes_out=episodes))

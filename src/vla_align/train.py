@@ -26,6 +26,7 @@ import torch
 from . import atomic, checkpoint, safety, tracking
 from . import config as config_lib
 from .config import check_float, check_int, check_seed
+from .data import split_file
 from .data.lerobot import read_dataset
 from .data.windows import ChunkSampler
 from .errors import ConfigError, UserError
@@ -247,8 +248,13 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
     data_path = cfg.data.resolved_path()
     if resume:  # a changed config or dataset is refused before the data is read
         checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)
+    _pin_splits(cfg, run_dir, data_path, resume)
     say(f"reading the train split of {data_path} ...")
-    table = read_dataset(data_path, split="train")
+    frames = cfg.data.frame_options(data_path)
+    table = read_dataset(data_path, split="train", splits=cfg.data.splits, **frames)
+    val_table = (
+        read_dataset(data_path, split="val", splits=cfg.data.splits, **frames) if cfg.train.select.every else None
+    )
     state_dim = int(table.state.shape[1]) if table.state is not None and cfg.model.policy.state else 0
     model = build_model(cfg, table.info, state_dim)
     if not resume:  # continuous actions / states: statistics of the training split, kept in the model
@@ -262,9 +268,19 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
     if not resume:
         checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)  # refuses a foreign --out
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(cfg, run_dir / "config.json", dataset=dataset_record(table, data_path, state_dim))
-    val_table = read_dataset(data_path, split="val") if cfg.train.select.every else None
+    record = dataset_record(table, data_path, state_dim)
+    record["splits"] = split_file.split_record(data_path, cfg.data.splits)  # which split file, and its hash
+    config_lib.save(cfg, run_dir / "config.json", dataset=record)
     return TrainingRun(cfg, run_dir, model, sampler, unit, optimizer, balancer, val_table)
+
+
+def _pin_splits(cfg: RunConfig, run_dir: Path, data_path: Path, resume: bool) -> None:
+    """Record in ``cfg.data.splits`` which split file the run uses (a resume: the one it started with)."""
+    splits = split_file.run_splits(cfg.data.splits) if resume else cfg.data.splits
+    cfg.data.splits = split_file.pin_splits(data_path, splits)
+    if resume:
+        record = (checkpoint.read_run_config(run_dir).get("dataset") or {}).get("splits")
+        split_file.check_split_record(record, data_path, cfg.data.splits, f"run {run_dir}")
 
 
 def dataset_record(table: FrameTable, data_path: Path, state_dim: int) -> dict[str, Any]:

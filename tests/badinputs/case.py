@@ -71,6 +71,7 @@ class Case:
     # keyword), and the bytes of every file it replaced survive elsewhere in the case directory (a backup).
     recovers: bool = False
     may_change: tuple[str, ...] = ()  # files (relative to the case directory) a command that accepts the input rewrites
+    sealed: tuple[str, ...] = ()  # folders (relative to the case directory) no new file may appear in (a dataset read)
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:

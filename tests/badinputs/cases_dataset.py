@@ -40,6 +40,8 @@ TRAIN_LONG = ("train", "--preset", "tiny", "--data", "{ds}", "--out", "{out}", "
 EVAL = ("eval", "--run", "{run}")
 
 NAN, INF = math.nan, math.inf
+EXTRAS_FILE = "meta/vla_align/episodes.parquet"  # our seed / success / env_task beside LeRobot's meta/episodes
+FEATURE_SPEC = "features/action/info/vla_align.action_spec"
 
 
 def case(
@@ -131,7 +133,7 @@ def _info_cases() -> list[Case]:
         case("splits-bad-range", ("split",), info_set("splits/train", "a:b")),
         case("splits-number", ("split",), info_set("splits/train", 24)),
         case("splits-reversed", ("split",), info_set("splits/train", "24:0")),
-        case("splits-no-train", ("train",), info_del("splits/train")),
+        case("splits-no-train", ("in no split",), info_del("splits/train")),
         case("splits-past-the-end", ("split",), info_set("splits/train", "0:99"), why="episodes 44..98 missing"),
         case("splits-negative", ("split",), info_set("splits/train", "-5:24")),
         case("splits-overlap", ("split",), info_set("splits/val", "20:32"), why="val overlaps train: a leak"),
@@ -162,6 +164,12 @@ def _info_cases() -> list[Case]:
         case("action-dim-negative", ("dim",), info_set("vla_align/action_spec/dim", -1), "cont"),
         case("action-dim-wrong", ("dim|action",), info_set("vla_align/action_spec/dim", 5), "cont"),
         case("action-names-number", ("names",), info_set("vla_align/action_spec/names", 5), "cont"),
+        case(
+            "feature-action-spec-bad",
+            ("num_actions",),
+            lambda ds: (info_del("vla_align")(ds), info_set(f"{FEATURE_SPEC}/num_actions", "four")(ds)),
+            why="the copy of the action spec that LeRobot's tools keep, read once info.json lost 'vla_align'",
+        ),
     ]
 
 
@@ -232,6 +240,14 @@ def _parquet_cases() -> list[Case]:
         case("tasks-garbage", ("tasks.parquet",), lambda ds: garbage(ds / TASKS_FILE)),
         case("tasks-truncated", ("tasks.parquet",), lambda ds: truncate(ds / TASKS_FILE)),
         case("tasks-missing", ("tasks.parquet",), _remove(TASKS_FILE)),
+        case("extras-garbage", ("episodes.parquet",), lambda ds: garbage(ds / EXTRAS_FILE)),
+        case("extras-seed-null", ("seed",), lambda ds: set_rows(ds / EXTRAS_FILE, "seed", None, first_row)),
+        case(
+            "extras-duplicated-row",
+            ("episode_index",),
+            lambda ds: duplicate_rows(ds / EXTRAS_FILE, first_row),
+            why="two seeds claimed for one episode",
+        ),
         case("info-symlink-loop", ("symlink|loop",), lambda ds: symlink_loop(ds / INFO_FILE), why="finding 10"),
         case("meta-symlink-loop", ("symlink|loop",), lambda ds: symlink_loop(ds / "meta"), why="finding 10"),
         case("data-no-action-column", ("action",), lambda ds: drop_column(ds / DATA_FILE, "action")),

@@ -22,9 +22,10 @@ from pathlib import Path
 from .case import CATEGORIES, Case, Ctx
 from .cases_config import config_cases
 from .cases_dataset import dataset_cases
+from .cases_lerobot import lerobot_cases
 from .cases_run import run_cases
 
-CASES: list[Case] = [*dataset_cases(), *config_cases(), *run_cases()]
+CASES: list[Case] = [*dataset_cases(), *lerobot_cases(), *config_cases(), *run_cases()]
 
 CASE_DIR = "case"  # every case runs in BASE/case: the absolute paths inside the fixture runs stay true
 PRISTINE_DIR = "pristine"

@@ -205,6 +205,9 @@ def classify(case: Case, ctx: Ctx, code: int, stderr: str, before: dict[str, str
     if changed and not backed_up:
         gone = sum(p not in after for p in changed)
         return "lost", f"{len(changed)} pre-existing files changed ({gone} gone), e.g. {', '.join(changed[:3])}"
+    written = sorted(p for p in after if p not in before and any(p.startswith(s + os.sep) for s in case.sealed))
+    if written:
+        return "lost", f"{len(written)} new files inside a dataset it reads, e.g. {', '.join(written[:3])}"
     lines = [line for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else ""
     if "Traceback" in stderr:

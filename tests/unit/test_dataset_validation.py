@@ -388,7 +388,7 @@ def test_discrete_action_id_outside_the_spec_is_refused(discrete: Path, value: i
 
 
 def test_negative_id_in_a_lerobot_dataset_is_refused(discrete: Path) -> None:
-    edit_info(discrete, lambda o: o.pop("vla_align"))
+    edit_info(discrete, lambda o: (o.pop("vla_align"), o["features"]["action"].pop("info")))  # no spec anywhere
     set_value(discrete / DATA, "action", 2, -3)
     refused(discrete, "action id -3 is outside >= 0")
 
@@ -548,7 +548,7 @@ def test_frame_index_must_number_the_frames(discrete: Path) -> None:
 
 
 def test_meta_seed_and_success_are_checked(discrete: Path) -> None:
-    file = discrete / EPISODES
+    file = discrete / "meta/vla_align/episodes.parquet"  # our per-episode fields, beside meta/episodes
     seeds = column(file, "seed").tolist()
     seeds[0] = None
     set_column(file, "seed", pa.array(seeds, pa.int64()))

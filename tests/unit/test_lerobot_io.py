@@ -151,7 +151,12 @@ def test_layout_matches_lerobot_v3(tmp_path: Path) -> None:
         "shape": [16, 16, 3],
         "names": ["height", "width", "channels"],
     }
-    assert feats["action"] == {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"]}
+    assert feats["action"] == {
+        "dtype": "float32",
+        "shape": [3],
+        "names": ["x", "y", "z"],
+        "info": {"vla_align.action_spec": CONTINUOUS.to_dict()},  # kept by LeRobot's tools, unlike "vla_align"
+    }
     assert feats["observation.state"]["shape"] == [4]
     for key in ("frame_index", "episode_index", "index", "task_index"):
         assert feats[key]["dtype"] == "int64" and feats[key]["shape"] == [1]
@@ -169,11 +174,13 @@ def test_layout_matches_lerobot_v3(tmp_path: Path) -> None:
         assert row["dataset_from_index"] == prev["dataset_to_index"]
     index = data["index"].to_numpy()
     assert index.tolist() == list(range(data.num_rows))
-    for row, ep in zip(rows, eps, strict=True):
+    extras = pq.read_table(path / "meta/vla_align/episodes.parquet").to_pylist()  # ours, beside LeRobot's files
+    for row, extra, ep in zip(rows, extras, eps, strict=True):
         sel = data["episode_index"].to_numpy() == row["episode_index"]
         assert index[sel].tolist() == list(range(row["dataset_from_index"], row["dataset_to_index"]))
         assert row["length"] == len(ep) and row["tasks"] == [ep.instruction]
-        assert (row["seed"], row["success"], row["env_task"]) == (ep.seed, ep.success, ep.task)
+        want = {"episode_index": row["episode_index"], "seed": ep.seed, "success": ep.success, "env_task": ep.task}
+        assert extra == want
         assert data["frame_index"].to_numpy()[sel].tolist() == list(range(len(ep)))
         np.testing.assert_allclose(data["timestamp"].to_numpy()[sel], np.arange(len(ep)) / 5.0, rtol=1e-6)
 
@@ -335,8 +342,7 @@ def test_video_dataset_is_refused_clearly(dataset: Path) -> None:
     edit_json(dataset / "meta/info.json", lambda o: o["features"]["observation.image"].update(dtype="video"))
     with pytest.raises(
         DatasetError,
-        match=r"info.json: camera 'observation.image' is stored as mp4 video; "
-        r"video decoding is not supported yet, re-export",
+        match=r"info.json: camera 'observation.image' is stored as mp4 video but 'video_path' is None; set it",
     ):
         read_dataset(dataset)
 
@@ -344,9 +350,8 @@ def test_video_dataset_is_refused_clearly(dataset: Path) -> None:
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_dataset_written_by_lerobot_itself_reads(tmp_path: Path, kind: str) -> None:
     path = write(tmp_path / "ds", continuous=kind == "continuous")
-    edit_json(path / "meta/info.json", lambda o: o.pop("vla_align"))
-    file = path / "meta/episodes/chunk-000/file-000.parquet"
-    pq.write_table(pq.read_table(file).drop_columns(["seed", "success", "env_task"]), file)
+    edit_json(path / "meta/info.json", lambda o: (o.pop("vla_align"), o["features"]["action"].pop("info")))
+    (path / "meta/vla_align/episodes.parquet").unlink()  # LeRobot knows nothing of ours
     table = read_dataset(path, split="val")
     assert table.num_episodes == 2
     assert table.seeds.tolist() == [-1, -1] and table.success.all() and table.env_tasks == ["", ""]

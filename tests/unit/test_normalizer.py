@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_align.data.lerobot_write import _Stats
+from vla_align.data.lerobot_stats import to_lists, vector_stats
 from vla_align.data.normalizer import STAT_KEYS, ActionNormalizer
 from vla_align.errors import ConfigError, DatasetError
 
@@ -69,16 +69,17 @@ def test_state_dict_round_trip_into_fresh_module(tmp_path: Path) -> None:
 
 def test_from_stats_reads_the_lerobot_layout_we_write() -> None:
     x = _actions()
-    acc = _Stats()
-    acc.add(x[:200])
-    acc.add(x[200:])  # streaming, as the writer does
-    stats_json = {"action": acc.to_dict(), "timestamp": {"mean": [0.0], "std": [1.0], "min": [0.0], "max": [1.0]}}
+    written = to_lists(vector_stats(x))  # what the writer puts in stats.json, quantiles included
+    plain = {k: written[k] for k in ("mean", "std", "min", "max", "count")}  # a file without quantiles
+    stats_json = {"action": plain, "timestamp": {"mean": [0.0], "std": [1.0], "min": [0.0], "max": [1.0]}}
     fitted = ActionNormalizer.fit(x, "mean_std")
     for source in (stats_json, stats_json["action"]):
         norm = ActionNormalizer.from_stats(source, key="action", mode="mean_std")
         for k in ("mean", "std", "min", "max"):
             assert torch.allclose(getattr(norm, k), getattr(fitted, k), atol=1e-5), k
         assert torch.equal(norm.q01, norm.min) and torch.equal(norm.q99, norm.max)  # no q01/q99 stored
+    norm = ActionNormalizer.from_stats({"action": written}, mode="percentile")
+    assert torch.allclose(norm.q01, torch.tensor(written["q01"], dtype=norm.q01.dtype))
     with_q = {**stats_json["action"], "q01": [-1.0, -2.0, -3.0, -4.0], "q99": [1.0, 2.0, 3.0, 4.0]}
     norm = ActionNormalizer.from_stats(with_q, mode="percentile")
     assert norm.q99.tolist() == [1.0, 2.0, 3.0, 4.0]

@@ -3,7 +3,9 @@
 Every check raises one :class:`DatasetError` that names the file, the key, what is wrong and what to do;
 none of them rewrites a value or drops data. Paths are confined to the dataset's folder: ``data_path``
 and ``video_path`` may only use LeRobot's documented template fields with an integer format, and every
-file read must resolve (symbolic links followed) to a place under the dataset root.
+file read must resolve (symbolic links followed) to a place under the dataset root. Cameras
+(:func:`select_cameras`) must be 8-bit colour (no depth map, grey or RGBA); a LeRobot v2.x dataset is
+pointed at LeRobot's v2.1 -> v3.0 converter (:func:`check_version`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import math
 import os
 import re
 import string
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
+
+from PIL import Image
 
 from ..errors import DatasetError
 from .episode import ActionSpec
@@ -32,6 +38,8 @@ TEMPLATE_EXAMPLES = {
 COUNT_KEYS = ("total_episodes", "total_frames", "total_tasks", "chunks_size")
 SIZE_KEYS = ("data_files_size_in_mb", "video_files_size_in_mb")
 _INT_SPEC = re.compile(r"0?[1-9]?[0-9]?d?")  # "", "d", "3d", "03d": zero-padded integers, at most 99 wide
+# Where the writer also stores the action spec: features["action"]["info"][ACTION_SPEC_KEY].
+ACTION_SPEC_KEY = "vla_align.action_spec"
 _SPLIT = re.compile(r"\s*([0-9]{1,18})\s*:\s*([0-9]{1,18})\s*")
 
 
@@ -169,16 +177,22 @@ def parse_splits(info: dict[str, Any], info_path: Path) -> dict[str, tuple[int, 
 
 
 def action_spec_from_info(info: dict[str, Any], info_path: Path) -> ActionSpec | None:
-    """The action spec stored under ``vla_align.action_spec`` (None for a dataset written by LeRobot)."""
+    """The action spec stored under ``vla_align.action_spec``, else under ``features.action.info``
+    (:data:`ACTION_SPEC_KEY`, where it survives LeRobot's tools); None for a dataset written by LeRobot."""
     section = info.get("vla_align")
-    if section is None:
-        return None
-    if not isinstance(section, dict):
+    if section is not None and not isinstance(section, dict):
         raise DatasetError(f"{info_path}: 'vla_align' is {section!r}; expected an object; {FIX}")
-    if "action_spec" not in section:
-        return None
-    raw = section["action_spec"]
-    where = f"{info_path}: vla_align.action_spec {raw!r}"
+    if section is not None and "action_spec" in section:
+        return _parse_action_spec(section["action_spec"], f"{info_path}: vla_align.action_spec")
+    feature_info = info["features"].get("action", {}).get("info")
+    if isinstance(feature_info, dict) and ACTION_SPEC_KEY in feature_info:
+        return _parse_action_spec(feature_info[ACTION_SPEC_KEY], f"{info_path}: features.action.info.{ACTION_SPEC_KEY}")
+    return None
+
+
+def _parse_action_spec(raw: object, name: str) -> ActionSpec:
+    """An :class:`ActionSpec` from its stored form ``raw``, found at ``name`` (file and key)."""
+    where = f"{name} {raw!r}"
     if not isinstance(raw, dict):
         raise DatasetError(f"{where} is not an object with 'kind', 'dim', 'num_actions', 'names'; {FIX}")
     for key in ("dim", "num_actions"):
@@ -226,3 +240,89 @@ def resolve_inside(root: Path, rel: str | Path, what: str) -> Path:
             "files under its own folder (copy the files in instead of linking them, or fix meta/info.json)"
         )
     return path
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One camera feature of info.json: its key, whether it is stored as mp4 video, its (H, W)."""
+
+    key: str
+    video: bool
+    shape: tuple[int, int]
+
+
+def _camera(key: str, feat: dict[str, Any], info_path: Path) -> Camera:
+    """Camera ``key`` checked to hold 8-bit colour frames: (H, W, 3) or channels-first (3, H, W), no depth map."""
+    where = f"{info_path}: camera {key!r}"
+    shape, names = list(feat["shape"]), feat.get("names") or []
+    if len(shape) == 3 and list(names)[:1] == ["channels"]:
+        shape = shape[1:] + shape[:1]
+    extra: dict[str, Any] = feat["info"] if isinstance(feat.get("info"), dict) else {}
+    if extra.get("video.is_depth_map") is True:
+        raise DatasetError(f"{where} is a depth map; only colour (RGB) cameras can be read, choose another camera")
+    channels = extra.get("video.channels", 3)
+    if len(shape) != 3 or shape[2] != 3 or channels != 3:
+        raise DatasetError(
+            f"{where} has shape {feat['shape']}" + (f" and video.channels {channels}" if channels != 3 else "") + "; "
+            "only colour cameras of shape [height, width, 3] can be read (not depth, grey or RGBA); choose another "
+            "camera or fix meta/info.json"
+        )
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and shape[0] * shape[1] > limit:
+        raise DatasetError(
+            f"{info_path}: feature {key!r} has shape {shape}, {shape[0] * shape[1]:,} pixels per frame, more than "
+            f"Pillow's limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS); fix the shape or downscale the images"
+        )
+    return Camera(key, feat["dtype"] == "video", (int(shape[0]), int(shape[1])))
+
+
+def _check_video_fps(key: str, info: dict[str, Any], info_path: Path) -> None:
+    """A video camera's ``video.fps`` (when info.json records one) agrees with ``fps`` within 1%."""
+    extra = info["features"][key].get("info")
+    rate, fps = (extra.get("video.fps") if isinstance(extra, dict) else None), info["fps"]
+    if is_number(rate) and is_number(fps) and not abs(rate - fps) <= 0.01 * fps:
+        raise DatasetError(
+            f"{info_path}: camera {key!r} has video.fps {rate!r} but 'fps' is {fps!r}; the frames' timestamps "
+            f"assume one frame rate: {FIX} (or re-encode the video at {fps} fps)"
+        )
+
+
+def select_cameras(info: dict[str, Any], info_path: Path, wanted: Sequence[str]) -> tuple[list[Camera], list[str]]:
+    """The cameras ``wanted`` (all checked), or when none are named the first camera in info.json order;
+    also returns the cameras left unread (for a warning)."""
+    cams = [k for k, f in info["features"].items() if f["dtype"] in ("image", "video")]
+    if not cams:
+        raise DatasetError(f"{info_path}: no image or video feature in 'features'; a dataset needs a camera")
+    for key in wanted:
+        if key not in cams:
+            raise DatasetError(
+                f"{info_path}: camera {key!r} is not in the dataset (has: {', '.join(cams)}); "
+                "set data.cameras to some of these"
+            )
+    if len(set(wanted)) != len(wanted):
+        raise DatasetError(f"data.cameras {list(wanted)} names a camera twice; name each camera once")
+    keys = list(wanted) or cams[:1]
+    chosen = [_camera(k, info["features"][k], info_path) for k in keys]
+    for cam in chosen:
+        _check_video_fps(cam.key, info, info_path)
+    if chosen[0].video and info.get("video_path") is None:
+        raise DatasetError(
+            f"{info_path}: camera {chosen[0].key!r} is stored as mp4 video but 'video_path' is "
+            f"{info.get('video_path')!r}; set it (LeRobot writes {TEMPLATE_EXAMPLES['video_path']!r}) or {FIX}"
+        )
+    return chosen, [k for k in cams if k not in keys]
+
+
+def check_version(info: dict[str, Any], info_path: Path, supported: str) -> None:
+    """``codebase_version`` must be ``supported``; LeRobot v2.x datasets are pointed at LeRobot's converter."""
+    version = info.get("codebase_version")
+    if version == supported:
+        return
+    how = "convert it with LeRobot's v3.0 conversion script or regenerate it"
+    if isinstance(version, str) and version.startswith("v2."):
+        how = (
+            "convert it with LeRobot's converter: python -m lerobot.scripts.convert_dataset_v21_to_v30 "
+            "--repo-id=<org/name> --root=<this folder> (LeRobot >= 0.4; older releases name the module "
+            "lerobot.datasets.v30.convert_dataset_v21_to_v30)"
+        )
+    raise DatasetError(f"{info_path}: codebase_version is {version!r}, only {supported!r} is supported; {how}")

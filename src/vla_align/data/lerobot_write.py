@@ -1,14 +1,22 @@
 """Writing LeRobotDataset v3.0 directories with pyarrow (reading: :mod:`vla_align.data.lerobot`).
 
-Layout (see DESIGN.md section 4)::
+Layout (see DESIGN.md section 4), written so that LeRobot's own reader and tools take it as theirs::
 
     meta/info.json  meta/stats.json  meta/tasks.parquet
-    meta/episodes/chunk-000/file-000.parquet   one row per episode (+ our seed / success / env_task)
+    meta/episodes/chunk-000/file-000.parquet   one row per episode, with LeRobot's stats/<feature>/<stat>
+    meta/vla_align/episodes.parquet            ours: seed / success / env_task per episode_index
     data/chunk-XXX/file-XXX.parquet            one row per frame; images as PNG bytes in a struct
 
 Many episodes share one data file; a file is closed once it passes ``data_files_size_in_mb`` and an
 episode never straddles two files. Image columns are ``struct<bytes: binary, path: string>`` like
 Hugging Face ``datasets.Image``; an HF ``huggingface`` schema entry is written for LeRobot's loader.
+
+``meta/tasks.parquet`` is what pandas 2 writes for LeRobot's task table (a ``task_index`` column, the task
+string as the pandas index), so ``pandas.read_parquet`` gives LeRobot a frame indexed by task. Our extra
+episode fields live in a side file LeRobot never reads: its tools neither choke on them nor carry them, and
+the reader notices when they are gone. The action spec is stored twice: in info.json's ``vla_align`` key
+(LeRobot's tools drop unknown info.json keys) and in ``features.action.info`` (they copy ``features``).
+Statistics: :mod:`vla_align.data.lerobot_stats`.
 """
 
 from __future__ import annotations
@@ -31,12 +39,19 @@ from ..atomic import atomic_directory, write_json
 from ..errors import DatasetError
 from ..progress import progress_bar
 from .episode import ActionSpec, Episode
+from .info_checks import ACTION_SPEC_KEY
+from .lerobot_stats import ChannelHistogram, to_lists, vector_stats
 from .row_checks import MAX_ABS_VALUE
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
+EXTRAS_PATH = "meta/vla_align/episodes.parquet"  # our per-episode seed / success / env_task
+TASKS_PATH = "meta/tasks.parquet"
+# The pandas release whose ``DataFrame.to_parquet`` layout meta/tasks.parquet mirrors (LeRobot 0.6.1 pins
+# pandas < 3); pandas reads the layout from the metadata, never this number.
+PANDAS_LAYOUT_VERSION = "2.3.3"
 IMAGE_KEY = "observation.image"
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 ROW_GROUP_BYTES = 16 * 2**20  # flush buffered episodes to the open parquet file at this size
@@ -51,56 +66,6 @@ def _encode_png(frame: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-class _Stats:
-    """Streaming mean / std / min / max / count of one (N, D) feature (Chan's parallel update)."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, np.zeros(0), np.zeros(0)
-        self.lo, self.hi = np.zeros(0), np.zeros(0)
-
-    def add(self, x: np.ndarray) -> None:
-        x = x.reshape(len(x), -1).astype(np.float64)  # (N, D)
-        n, mean, m2 = len(x), x.mean(0), ((x - x.mean(0)) ** 2).sum(0)
-        if self.n == 0:
-            self.n, self.mean, self.m2, self.lo, self.hi = n, mean, m2, x.min(0), x.max(0)
-            return
-        total, delta = self.n + n, mean - self.mean
-        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
-        self.mean = self.mean + delta * n / total
-        self.n, self.lo, self.hi = total, np.minimum(self.lo, x.min(0)), np.maximum(self.hi, x.max(0))
-
-    def to_dict(self, shape: tuple[int, ...] = (-1,)) -> dict[str, list[Any]]:
-        std = np.sqrt(self.m2 / max(self.n, 1))
-        out = {
-            k: v.reshape(shape).tolist()
-            for k, v in {"mean": self.mean, "std": std, "min": self.lo, "max": self.hi}.items()
-        }
-        return {**out, "count": [self.n]}
-
-
-class _ImageStats:
-    """Exact per-channel statistics in [0, 1] from 256-bin histograms (LeRobot's (3, 1, 1) shape)."""
-
-    def __init__(self) -> None:
-        self.hist = np.zeros((3, 256), dtype=np.int64)
-        self.frames = 0
-
-    def add(self, frames: np.ndarray) -> None:  # (N, H, W, 3) uint8
-        for c in range(3):
-            self.hist[c] += np.bincount(frames[..., c].ravel(), minlength=256)
-        self.frames += len(frames)
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        v = np.arange(256) / 255.0
-        n = self.hist.sum(1)  # (3,)
-        mean = (self.hist * v).sum(1) / n
-        std = np.sqrt(np.maximum((self.hist * v**2).sum(1) / n - mean**2, 0.0))
-        lo = np.array([v[np.nonzero(h)[0][0]] for h in self.hist])
-        hi = np.array([v[np.nonzero(h)[0][-1]] for h in self.hist])
-        out = {k: x.reshape(3, 1, 1).tolist() for k, x in {"mean": mean, "std": std, "min": lo, "max": hi}.items()}
-        return {**out, "count": [self.frames]}
 
 
 class _DataFiles:
@@ -225,23 +190,24 @@ def _episode_table(ep: Episode, cols: dict[str, np.ndarray], schema: pa.Schema) 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _episode_row(ep: Episode, i: int, index: int, chunk: int, file: int) -> dict[str, Any]:
-    """The meta/episodes row of episode ``i``, whose frames are ``index`` onwards in data file (chunk, file)."""
+def _episode_row(
+    ep: Episode, i: int, index: int, place: tuple[int, int], stats: dict[str, dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    """The meta/episodes row of episode ``i``, whose frames are ``index`` onwards in data file ``place``
+    (chunk, file), with LeRobot's ``stats/<feature>/<stat>`` columns from ``stats``."""
     n = len(ep)
-    return {
+    row: dict[str, Any] = {
         "episode_index": i,
         "tasks": [ep.instruction],
         "length": n,
+        "data/chunk_index": place[0],
+        "data/file_index": place[1],
         "dataset_from_index": index,
         "dataset_to_index": index + n,
-        "data/chunk_index": chunk,
-        "data/file_index": file,
-        "meta/episodes/chunk_index": 0,
-        "meta/episodes/file_index": 0,
-        "seed": int(ep.seed),
-        "success": bool(ep.success),
-        "env_task": ep.task,
     }
+    for key, values in stats.items():
+        row.update({f"stats/{key}/{k}": v for k, v in to_lists(values).items()})
+    return {**row, "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
 
 
 class _EpisodeSink:
@@ -251,8 +217,9 @@ class _EpisodeSink:
         self.root, self.spec, self.fps, self.data_file_size_mb = root, spec, fps, data_file_size_mb
         self.tasks: dict[str, int] = {}
         self.rows: list[dict[str, Any]] = []  # meta/episodes rows
-        self.stats: dict[str, _Stats] = {k: _Stats() for k in ("timestamp", *INDEX_KEYS, "action")}
-        self.image_stats = _ImageStats()
+        self.extras: list[dict[str, Any]] = []  # meta/vla_align/episodes.parquet rows
+        self.values: dict[str, list[np.ndarray]] = {}  # every frame's numeric columns, for exact global stats
+        self.image_hist = ChannelHistogram()
         self.files: _DataFiles | None = None
         self.first: Episode | None = None
         self.index = 0  # global index of the next frame
@@ -262,8 +229,6 @@ class _EpisodeSink:
         self.first = ep
         state_dim = None if ep.state is None else int(ep.state.shape[1])
         self.files = _DataFiles(self.root, _schema(self.spec, state_dim), int(self.data_file_size_mb * 2**20))
-        if ep.state is not None:
-            self.stats["observation.state"] = _Stats()
 
     def add(self, i: int, ep: Episode) -> None:
         """Check and append episode ``i``."""
@@ -271,25 +236,39 @@ class _EpisodeSink:
         if self.first is None:
             self._start(ep)
         assert self.files is not None
-        n = len(ep)
         task_index = self.tasks.setdefault(ep.instruction, len(self.tasks))
         cols = _columns(ep, i, self.index, task_index, self.fps, self.spec)
-        chunk, file = self.files.append(_episode_table(ep, cols, self.files.schema))
+        place = self.files.append(_episode_table(ep, cols, self.files.schema))
+        hist = ChannelHistogram()
+        hist.add(ep.frames)
+        self.image_hist.merge(hist)
+        stats = {IMAGE_KEY: hist.stats()}
         for k, v in cols.items():
-            self.stats[k].add(v)
-        self.image_stats.add(ep.frames)
-        self.rows.append(_episode_row(ep, i, self.index, chunk, file))
-        self.index += n
+            self.values.setdefault(k, []).append(v)
+            stats[k] = vector_stats(v)
+        self.rows.append(_episode_row(ep, i, self.index, place, stats))
+        self.extras.append({"episode_index": i, "seed": int(ep.seed), "success": bool(ep.success), "env_task": ep.task})
+        self.index += len(ep)
+
+    def global_stats(self) -> dict[str, dict[str, list[Any]]]:
+        """meta/stats.json: exact statistics over every frame written."""
+        out = {IMAGE_KEY: to_lists(self.image_hist.stats())}
+        out.update({k: to_lists(vector_stats(np.concatenate(v))) for k, v in self.values.items()})
+        return out
 
 
 def _features(first: Episode, spec: ActionSpec) -> dict[str, Any]:
     """info.json's ``features``, shapes taken from the first episode."""
-    features = {
-        IMAGE_KEY: _feature("image", list(first.frames.shape[1:]), ["height", "width", "channels"]),
-        "action": _feature("int64", [1], ["action_id"])
+    action = (
+        _feature("int64", [1], ["action_id"])
         if spec.kind == "discrete"
-        else _feature("float32", [spec.dim], list(spec.names) or None),
-    }
+        else _feature("float32", [spec.dim], list(spec.names) or None)
+    )
+    # The spec (with a discrete vocabulary's names) again where LeRobot's tools keep it: they copy
+    # ``features`` untouched but drop info.json keys they do not know, such as "vla_align".
+    action["info"] = {ACTION_SPEC_KEY: spec.to_dict()}
+    features = {IMAGE_KEY: _feature("image", list(first.frames.shape[1:]), ["height", "width", "channels"])}
+    features["action"] = action
     if first.state is not None:
         features["observation.state"] = _feature("float32", [int(first.state.shape[1])])
     features["timestamp"] = _feature("float32", [1])
@@ -316,7 +295,7 @@ def _info(
         "chunks_size": CHUNKS_SIZE,
         "data_files_size_in_mb": int(data_file_size_mb) if float(data_file_size_mb).is_integer() else data_file_size_mb,
         "video_files_size_in_mb": 200,
-        "fps": fps,
+        "fps": int(fps) if float(fps).is_integer() else fps,  # LeRobot writes an integer
         "splits": {name: f"{start}:{end}" for name, (start, end) in splits.items()},
         "data_path": DATA_PATH,
         "video_path": None,
@@ -325,20 +304,46 @@ def _info(
     }
 
 
-def _write_meta(root: Path, sink: _EpisodeSink, info: dict[str, Any]) -> None:
-    """meta/episodes, meta/tasks.parquet, meta/stats.json and meta/info.json under ``root``."""
-    pq.write_table(pa.Table.from_pylist(sink.rows), _mkparent(root / EPISODES_PATH))
-    pq.write_table(
-        pa.table(
-            {
-                "task_index": pa.array(list(sink.tasks.values()), pa.int64()),
-                "task": pa.array(list(sink.tasks), pa.string()),
-            }
-        ),
-        root / "meta" / "tasks.parquet",
+def _tasks_table(tasks: dict[str, int]) -> pa.Table:
+    """meta/tasks.parquet as pandas 2 writes LeRobot's ``DataFrame({"task_index": ...}, index=Index(tasks,
+    name="task"))``: a ``task_index`` int64 column, then the index as a ``task`` string column, and the pandas
+    metadata that makes ``pandas.read_parquet`` index the frame by task (what LeRobot's loader looks up)."""
+    column = {"pandas_type": "int64", "numpy_type": "int64", "metadata": None}
+    text = {"pandas_type": "unicode", "numpy_type": "object", "metadata": None}
+    utf8 = {"metadata": {"encoding": "UTF-8"}}
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [
+            {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", **utf8},
+        ],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", **column},
+            {"name": "task", "field_name": "task", **text},
+        ],
+        "attributes": {},
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": PANDAS_LAYOUT_VERSION,
+    }
+    schema = pa.schema(
+        [("task_index", pa.int64()), ("task", pa.string())], metadata={"pandas": json.dumps(pandas_meta)}
     )
-    all_stats = {k: s.to_dict() for k, s in sink.stats.items()}
-    write_json(root / "meta" / "stats.json", {IMAGE_KEY: sink.image_stats.to_dict(), **all_stats})
+    return pa.table([pa.array(list(tasks.values()), pa.int64()), pa.array(list(tasks), pa.string())], schema=schema)
+
+
+def _extras_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """meta/vla_align/episodes.parquet: our per-episode fields, keyed by episode_index."""
+    schema = pa.schema(
+        [("episode_index", pa.int64()), ("seed", pa.int64()), ("success", pa.bool_()), ("env_task", pa.string())]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _write_meta(root: Path, sink: _EpisodeSink, info: dict[str, Any]) -> None:
+    """meta/episodes, meta/tasks.parquet, our side file, meta/stats.json and meta/info.json under ``root``."""
+    pq.write_table(pa.Table.from_pylist(sink.rows), _mkparent(root / EPISODES_PATH))
+    pq.write_table(_tasks_table(sink.tasks), root / TASKS_PATH)
+    pq.write_table(_extras_table(sink.extras), _mkparent(root / EXTRAS_PATH))
+    write_json(root / "meta" / "stats.json", sink.global_stats())
     write_json(root / "meta" / "info.json", info)
 
 

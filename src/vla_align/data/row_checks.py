@@ -50,11 +50,32 @@ def check_episode_file(table: pa.Table, file: Path) -> None:
     if "seed" in table.column_names:
         int_column(table, "seed", file)
     if "success" in table.column_names:
-        col = table["success"]
-        if not pa.types.is_boolean(col.type) or col.null_count:
-            raise DatasetError(
-                f"{file}: column 'success' must be true/false in every row (is {col.type}); {REGENERATE}"
-            )
+        _check_success(table, file)
+
+
+def _check_success(table: pa.Table, file: Path) -> None:
+    col = table["success"]
+    if not pa.types.is_boolean(col.type) or col.null_count:
+        raise DatasetError(f"{file}: column 'success' must be true/false in every row (is {col.type}); {REGENERATE}")
+
+
+def check_extras_file(table: pa.Table, file: Path) -> np.ndarray:
+    """meta/vla_align/episodes.parquet (ours): ``episode_index`` (once each), ``seed`` integers, ``success``
+    booleans, ``env_task`` strings, none empty (null); returns the episode indices."""
+    ids = int_column(table, "episode_index", file, low=0)
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DatasetError(f"{file}: episode_index {values[counts > 1][0]} appears more than once; {REGENERATE}")
+    int_column(table, "seed", file)
+    if "success" not in table.column_names:
+        raise DatasetError(f"{file}: column 'success' missing (has: {', '.join(table.column_names)}); {REGENERATE}")
+    _check_success(table, file)
+    if "env_task" not in table.column_names:
+        raise DatasetError(f"{file}: column 'env_task' missing (has: {', '.join(table.column_names)}); {REGENERATE}")
+    col = table["env_task"]
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
+        raise DatasetError(f"{file}: column 'env_task' must be a string in every row (is {col.type}); {REGENERATE}")
+    return ids
 
 
 def check_episode_ids(ids: np.ndarray, where: Path) -> None:

@@ -102,6 +102,9 @@ def gather(run_dir: Path, max_failures: int = 6, data: Path | None = None, devic
     return inputs
 
 
+MIN_HEALTH_EPISODES = 4  # held-out episodes the health indicators need (CKA / CCA, the coherence fit and test halves)
+
+
 def _model_based(
     inputs: ReportInputs, dataset: Path, episodes: list[Any], max_failures: int, device: str = "cpu"
 ) -> None:
@@ -121,6 +124,7 @@ def _model_diagnostics(
     """Health indicators on the held-out split (dataset on disk) and failure panels replayed in the
     run's simulator (from the checkpoint and config.json alone where the simulator allows it)."""
     from ..data.lerobot import read_dataset
+    from ..data.split_file import run_splits
     from ..runs import load_model
     from ..sim import EvalContext, simulator_for
 
@@ -131,24 +135,35 @@ def _model_diagnostics(
         inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA and failure replays skipped")
         return
     model, cfg = load_model(inputs.run_dir, device)
+    splits = run_splits(cfg.data.splits)  # the split file the run was trained with
     table = None
     if have_data:
         from .health import compute_health
 
         t0 = time.perf_counter()
-        table = read_dataset(dataset, split=cfg.eval.split, max_episodes=cfg.eval.max_episodes or None)
-        inputs.health = compute_health(model, table, cfg.eval.split, cfg.eval.seed)
-        console.print(
-            f"report: health indicators on {table.num_episodes} {cfg.eval.split} episodes "
-            f"in {time.perf_counter() - t0:.1f} s"
+        table = read_dataset(
+            dataset, cfg.eval.split, cfg.eval.max_episodes or None, splits, **cfg.data.frame_options(dataset)
         )
+        if table.num_episodes < MIN_HEALTH_EPISODES:
+            inputs.notes.append(
+                f"the {cfg.eval.split} split has {table.num_episodes} episode(s): AMat, MI bounds, coherence and "
+                f"CKA/CCA need at least {MIN_HEALTH_EPISODES} (`vla-align data split` with a larger --test)"
+            )
+        else:
+            inputs.health = compute_health(model, table, cfg.eval.split, cfg.eval.seed)
+            console.print(
+                f"report: health indicators on {table.num_episodes} {cfg.eval.split} episodes "
+                f"in {time.perf_counter() - t0:.1f} s"
+            )
     else:
         inputs.notes.append(f"dataset {dataset} not found: AMat, coherence, CKA/CCA skipped")
     if not episodes or sim is None:
         return
     t0 = time.perf_counter()
     split = cfg.eval.sim.split
-    sim_table = table if split == cfg.eval.split else (read_dataset(dataset, split=split) if have_data else None)
+    sim_table = table if split == cfg.eval.split else None
+    if sim_table is None and have_data:
+        sim_table = read_dataset(dataset, split, None, splits, **cfg.data.frame_options(dataset))
     ctx = EvalContext.from_run(description, split, sim_table)
     projection = inputs.health.projection if inputs.health is not None else None
     inputs.failures = sim.three_views(model, ctx, episodes, projection, max_failures)

@@ -305,6 +305,8 @@ class DataConfig:
     image_size: int = 56  # pixels per side of the camera frames
     seed: int = 0  # seed of the generated demonstrations (episode seeds)
     path: str = ""  # dataset directory; empty = a cache directory named after the fields above
+    splits: str = ""  # split file (`vla-align data split`); empty = <path>.splits.json if it exists, 'info' = info.json
+    cameras: tuple[str, ...] = ()  # camera features read, tiled side by side; empty = the first in info.json
 
     def __post_init__(self) -> None:
         if self.source not in SIMULATORS:
@@ -317,10 +319,25 @@ class DataConfig:
             check_int(f"data.{name}", getattr(self, name), 1, why="every split needs an episode")
         check_int("data.image_size", self.image_size, 28, 224, why="pixels per side of the camera frames")
         check_seed("data.seed", self.seed)
+        if len(set(self.cameras)) != len(self.cameras) or not all(isinstance(c, str) and c for c in self.cameras):
+            raise ConfigError(
+                f"data.cameras {list(self.cameras)} must name each camera once, e.g. observation.images.top"
+            )
 
     @property
     def episodes(self) -> dict[str, int]:
         return {"train": self.train_episodes, "val": self.val_episodes, "test": self.test_episodes}
+
+    def frame_options(self, path: Path) -> dict[str, Any]:
+        """How ``read_dataset`` reads the frames of the dataset at ``path``: the chosen ``cameras`` and, for
+        a dataset vla-align did not write (a LeRobot recording), ``image_size`` so that every camera is
+        box-resized to it while decoding; a vla-align dataset is read at the size it was written at."""
+        from ..data.info_checks import ACTION_SPEC_KEY
+        from ..data.lerobot import read_info
+
+        info = read_info(path)
+        ours = "vla_align" in info or ACTION_SPEC_KEY in ((info["features"].get("action") or {}).get("info") or {})
+        return {"cameras": self.cameras, "image_size": None if ours else self.image_size}
 
     def resolved_path(self, cache_root: Path = Path("datasets")) -> Path:
         """The dataset directory: ``path`` if set, else ``datasets/<source>-<levels>-<hash>``."""
