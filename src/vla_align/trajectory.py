@@ -24,7 +24,8 @@ per-trajectory values over the trajectories that have a valid step (each traject
 same, whatever its length) and reports ``traj/ade``, ``traj/fde`` and ``traj/dtw``.
 
 ADE / FDE are torch (differentiable, any device, computed in the inputs' dtype); DTW runs in float64
-numpy, with the O(T1·T2) recursion vectorised along anti-diagonals and over the batch.
+numpy, with the O(T1·T2) recursion vectorised along anti-diagonals and over the batch (a wavefront
+that holds three diagonals, O(B·(T1 + T2)) memory).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from torch import Tensor
 __all__ = ["ade", "dtw", "dtw_batch", "fde", "step_distances", "trajectory_metrics"]
 
 ArrayLike = Tensor | np.ndarray
-
-_DTW_MAX_CELLS = 1 << 22  # cells of the cost matrices held at once by dtw_batch (x 8 bytes, x ~2 arrays)
 
 
 def _tensor(x: object, name: str) -> Tensor:
@@ -116,30 +115,46 @@ def _as_sequence(x: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def _squared_costs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(B, n, A), (B, m, A) -> (B, n, m) squared Euclidean distances, one dimension at a time (low memory)."""
-    cost = np.zeros((a.shape[0], a.shape[1], b.shape[1]))
-    for k in range(a.shape[2]):
-        cost += (a[:, :, None, k] - b[:, None, :, k]) ** 2
-    return cost
+def _dtw_wavefront(x: np.ndarray, y: np.ndarray, n_len: np.ndarray, m_len: np.ndarray) -> np.ndarray:
+    """Minimal summed squared cost D[b, n_b, m_b] per pair: x (B, n, A), y (B, m, A), lengths (B,) -> (B,).
 
-
-def _accumulate(cost: np.ndarray) -> np.ndarray:
-    """DTW accumulated cost D (B, n + 1, m + 1) with D[:, 0, 0] = 0 and the rest of row/column 0 at +inf:
-
-    D[i, j] = cost[i − 1, j − 1] + min(D[i − 1, j − 1], D[i − 1, j], D[i, j − 1]), filled one
-    anti-diagonal (i + j = k) at a time, vectorised along the diagonal and over the batch. D[i, j]
-    only depends on cells (i', j') <= (i, j), so D[b, n_b, m_b] is the DTW of the first n_b / m_b steps.
+    D[i, j] = ||x_{i-1} − y_{j-1}||² + min(D[i−1, j−1], D[i−1, j], D[i, j−1]), D[0, 0] = 0, the rest of
+    row / column 0 at +inf, filled one anti-diagonal k = i + j at a time for all pairs at once. Each diagonal
+    is stored as an (n + 1, B) array indexed by i with the batch innermost, so its three predecessors are
+    contiguous slices of the two previous diagonals; with y reversed in time the cost of a diagonal is a
+    contiguous slice of x minus one of y too. Only three diagonals are held, and every numpy call works on
+    a whole (L, B) block in place, so the Python overhead is a few calls per diagonal. The cost is summed
+    over the A dimensions in order (the order of dtaidistance's C loop, so results are bit-identical).
+    D[i, j] depends only on cells (i', j') <= (i, j), so pair b's value is read off diagonal n_b + m_b.
     """
-    bsz, n, m = cost.shape
-    acc = np.full((bsz, n + 1, m + 1), np.inf)
-    acc[:, 0, 0] = 0.0
+    bsz, n, dims = x.shape
+    m = y.shape[1]
+    xs = np.ascontiguousarray(x.transpose(2, 1, 0))  # (A, n, B)
+    ys = np.ascontiguousarray(y[:, ::-1].transpose(2, 1, 0))  # (A, m, B), time reversed
+    diags = [np.full((n + 1, bsz), np.inf) for _ in range(3)]  # diagonals k mod 3, indexed by i
+    diags[0][0] = 0.0  # k = 0: D[0, 0]
+    diff, best, out = np.empty((dims, min(n, m), bsz)), np.empty((min(n, m), bsz)), np.empty(bsz)
+    ends = n_len + m_len
+    order = np.argsort(ends, kind="stable")
+    bounds = np.searchsorted(ends[order], np.arange(n + m + 2))  # pairs ending on diagonal k: bounds[k:k+2]
     for k in range(2, n + m + 1):
-        i = np.arange(max(1, k - m), min(n, k - 1) + 1)  # rows on this anti-diagonal
-        j = k - i
-        best = np.minimum(np.minimum(acc[:, i - 1, j - 1], acc[:, i - 1, j]), acc[:, i, j - 1])
-        acc[:, i, j] = cost[:, i - 1, j - 1] + best
-    return acc
+        prev2, prev1, cur = diags[(k - 2) % 3], diags[(k - 1) % 3], diags[k % 3]
+        i0, i1 = max(1, k - m), min(n, k - 1)  # rows of this diagonal; j = k − i
+        d = diff[:, : i1 - i0 + 1]
+        np.subtract(xs[:, i0 - 1 : i1], ys[:, m - k + i0 : m - k + i1 + 1], out=d)  # x_{i−1} − y_{j−1}
+        np.multiply(d, d, out=d)
+        t = best[: i1 - i0 + 1]
+        np.minimum(prev2[i0 - 1 : i1], prev1[i0 - 1 : i1], out=t)  # D[i−1, j−1], D[i−1, j]
+        np.minimum(t, prev1[i0 : i1 + 1], out=t)  # D[i, j−1]
+        c = cur[i0 : i1 + 1]
+        np.add.reduce(d, axis=0, out=c)  # Σ over dimensions, in order
+        c += t
+        if k == 2:
+            prev2[0] = np.inf  # this buffer holds diagonal 3 next, where D[0, 3] = inf
+        rows = order[bounds[k] : bounds[k + 1]]
+        if len(rows):
+            out[rows] = cur[n_len[rows], rows]
+    return out
 
 
 def dtw(a: ArrayLike, b: ArrayLike, squared: bool = False) -> float:
@@ -152,7 +167,7 @@ def dtw(a: ArrayLike, b: ArrayLike, squared: bool = False) -> float:
     x, y = _as_sequence(a, "a"), _as_sequence(b, "b")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"b has {y.shape[1]} dimensions per step but a has {x.shape[1]}; they must match")
-    total = float(_accumulate(_squared_costs(x[None], y[None]))[0, -1, -1])
+    total = float(_dtw_wavefront(x[None], y[None], np.array([len(x)]), np.array([len(y)]))[0])
     return total if squared else float(np.sqrt(total))
 
 
@@ -193,11 +208,7 @@ def dtw_batch(
     ok = np.nonzero((n_len > 0) & (m_len > 0))[0]
     if len(ok):
         n, m = int(n_len[ok].max()), int(m_len[ok].max())  # trailing padding of the longest is never needed
-        per_chunk = max(1, _DTW_MAX_CELLS // ((n + 1) * (m + 1)))
-        for start in range(0, len(ok), per_chunk):
-            rows = ok[start : start + per_chunk]
-            acc = _accumulate(_squared_costs(x[rows, :n], y[rows, :m]))  # (b, n + 1, m + 1)
-            out[rows] = acc[np.arange(len(rows)), n_len[rows], m_len[rows]]
+        out[ok] = _dtw_wavefront(x[ok, :n], y[ok, :m], n_len[ok], m_len[ok])
     return torch.from_numpy(out if squared else np.sqrt(out))
 
 

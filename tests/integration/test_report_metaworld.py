@@ -20,6 +20,7 @@ pytest.importorskip("metaworld")
 
 from vla_align.cli import main
 from vla_align.physics import PhysicalLimits, violations
+from vla_align.report.text import TEXT
 from vla_align.runs import load_model
 from vla_align.sim import EvalContext, get_simulator
 from vla_align.sim.base import EPISODES_FILE, EpisodeResult, read_episodes
@@ -51,6 +52,9 @@ def test_report_has_metaworld_failure_panels(run: Path) -> None:
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.count('<div class="failure"') == len(failed)
     assert "key step" in html and "reach-v3" in html + "drawer-close-v3"
+    # continuous control at 80 Hz: γ_VA and the offset are scored, not waved off as discrete / turn-based
+    assert TEXT["zh"]["na_discrete"] not in html and "回合制数据" not in html
+    assert "图中文字为中文" in html or TEXT["zh"]["figure_lang_no_cjk"] in html
 
 
 @pytest.mark.slow

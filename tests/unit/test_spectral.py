@@ -244,3 +244,38 @@ def test_coherence_loss_rejects_single_segment_and_runs_in_float32() -> None:
     loss.backward()
     assert loss.dtype == torch.float32 and 0 < float(loss.detach()) < 1
     assert v.grad is not None and torch.isfinite(v.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("shape", "nperseg"), [((8, 7, 32), 16), ((7, 600), 100), ((3, 900), 300), ((2, 2100), 1024)])
+def test_coherence_matches_scipy_at_loss_and_report_sizes(
+    shape: tuple[int, ...], nperseg: int, dtype: torch.dtype
+) -> None:
+    # The loss' windows (loss.spectral.window = 32 -> nperseg 16) and the report's concatenated episodes.
+    x, y = _noise_pair(3, shape)
+    y = 0.7 * x + y
+    tx, ty = torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype)
+    _, g = coherence(tx, ty, FS, nperseg)
+    _, g_ref = scipy.signal.coherence(tx.double().numpy(), ty.double().numpy(), fs=FS, window="hann", nperseg=nperseg)
+    assert g.dtype == dtype and g.shape == g_ref.shape
+    assert np.abs(g.double().numpy() - g_ref).max() < (1e-9 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_segment_path_equals_fft_path_values_and_gradients(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With several torch threads, small segment batches take the multiply-add DFT instead of the FFT; both
+    # paths must give the same coherence and the same gradient.
+    from vla_align.losses import spectral
+
+    x, y = (torch.from_numpy(a).requires_grad_(True) for a in _noise_pair(4, (4, 3, 32)))
+    segs = torch.randn(5, 3, 16, dtype=torch.float64)
+    got = spectral._rfft_on_calling_thread(segs)
+    assert torch.allclose(got, torch.fft.rfft(segs, dim=-1), rtol=0, atol=1e-12)
+    monkeypatch.setattr(spectral.torch, "get_num_threads", lambda: threads)
+    loss = spectral.coherence_loss(x, 0.5 * x + y, FS, nperseg=16, band=(FS / 16, 4 * FS / 16))
+    gx, gy = torch.autograd.grad(loss, (x, y))
+    monkeypatch.undo()
+    ref = spectral.coherence_loss(x, 0.5 * x + y, FS, nperseg=16, band=(FS / 16, 4 * FS / 16))
+    rx, ry = torch.autograd.grad(ref, (x, y))
+    assert torch.allclose(loss, ref, rtol=1e-10, atol=0)
+    assert torch.allclose(gx, rx, rtol=1e-8, atol=1e-12) and torch.allclose(gy, ry, rtol=1e-8, atol=1e-12)

@@ -140,3 +140,31 @@ def test_trajectory_metrics_keys_and_single_trajectory() -> None:
     assert got["traj/ade"] == pytest.approx(math.sqrt(2))
     assert got["traj/fde"] == pytest.approx(math.sqrt(2))
     assert got["traj/dtw"] == pytest.approx(math.sqrt(4 * 2))  # diagonal path, 4 steps of squared cost 2
+
+
+def _dtaidistance_c() -> object:
+    dtw_ndim = pytest.importorskip("dtaidistance.dtw_ndim")
+    try:
+        dtw_ndim.distance(np.zeros((2, 2)), np.ones((3, 2)), use_c=True)
+    except Exception:  # the C extension is optional in dtaidistance
+        pytest.skip("dtaidistance was installed without its C extension")
+    return dtw_ndim
+
+
+@pytest.mark.parametrize(("b", "t1", "t2", "a"), [(64, 8, 8, 4), (5, 30, 17, 3), (3, 1, 9, 2), (7, 40, 40, 1)])
+def test_dtw_batch_bit_identical_to_dtaidistance_c(b: int, t1: int, t2: int, a: int) -> None:
+    dtw_ndim = _dtaidistance_c()
+    rng = np.random.default_rng(b + t1 + t2 + a)
+    x, y = rng.normal(size=(b, t1, a)), rng.normal(size=(b, t2, a))
+    mask_a, mask_b = rng.random((b, t1)) > 0.25, rng.random((b, t2)) > 0.25  # unequal lengths per pair
+    mask_a[:, 0] = mask_b[:, 0] = True
+    for ma, mb in ((None, None), (mask_a, mask_b)):
+        got = dtw_batch(x, y, ma, mb).numpy()
+        got_sq = dtw_batch(torch.from_numpy(x).float(), torch.from_numpy(y).float(), ma, mb, squared=True).numpy()
+        for i in range(b):
+            xi = x[i] if ma is None else x[i][ma[i]]
+            yi = y[i] if mb is None else y[i][mb[i]]
+            assert got[i] == dtw_ndim.distance(xi, yi, use_c=True)  # exact, same summation order
+            xf, yf = xi.astype(np.float32).astype(np.float64), yi.astype(np.float32).astype(np.float64)
+            assert got_sq[i] == pytest.approx(dtw_ndim.distance(xf, yf, use_c=True) ** 2, rel=1e-14, abs=0)
+    assert dtw(x[0], y[0]) == dtw_ndim.distance(x[0], y[0], use_c=True)

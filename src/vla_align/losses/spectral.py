@@ -16,6 +16,7 @@ per-segment mean detrend, one-sided spectrum, 'density' scaling, mean over segme
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -52,6 +53,53 @@ def _num_segments(length: int, nperseg: int, noverlap: int | None = None) -> int
     return 0 if length < nperseg else (length - nperseg) // step + 1
 
 
+# ATen's internal grain size: an elementwise op or a reduction over fewer elements stays on the calling thread.
+PARALLEL_GRAIN = 32768
+SMALL_DFT_ELEMENTS = 4 * PARALLEL_GRAIN  # segment batches up to this many DFT products skip the FFT (see below)
+
+
+@functools.lru_cache(maxsize=32)
+def _dft_basis(nperseg: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(2, F, n): cos(2π f t / n) and −sin(2π f t / n), the real and imaginary rows of the one-sided DFT."""
+    t = torch.arange(nperseg, dtype=torch.float64)
+    f = torch.arange(nperseg // 2 + 1, dtype=torch.float64)
+    angle = 2.0 * math.pi * torch.remainder(f[:, None] * t[None, :], nperseg) / nperseg  # (F, n), exact phase
+    return torch.stack((torch.cos(angle), -torch.sin(angle))).to(dtype=dtype, device=device)
+
+
+def _rfft_on_calling_thread(segs: Tensor) -> Tensor:
+    """``torch.fft.rfft(segs, dim=-1)`` as broadcast multiply-adds, in pieces below ATen's parallel grain.
+
+    With more than one torch thread, MKL's FFT starts its OpenMP team even for a few kB of segments; when the
+    cores are shared (another process, data-loader workers) the team waits for a descheduled thread and a
+    20 µs transform takes milliseconds. The spectral loss's segments are that small (nperseg 16), so they
+    take this path: O(n²) work, but on the calling thread only and differentiable like the FFT.
+    """
+    n = segs.shape[-1]
+    basis = _dft_basis(n, segs.dtype, segs.device)  # (2, F, n)
+    flat = segs.reshape(-1, 1, 1, n)  # (R, 1, 1, n)
+    rows = max(1, PARALLEL_GRAIN // basis.numel())
+    out = torch.cat([(piece * basis).sum(-1) for piece in torch.split(flat, rows)])  # (R, 2, F)
+    return torch.complex(out[:, 0], out[:, 1]).reshape(*segs.shape[:-1], -1)
+
+
+def _rfft(segs: Tensor) -> Tensor:
+    """rfft along the last axis, kept off MKL's OpenMP team when torch runs several threads on the CPU.
+
+    With one thread (or on an accelerator) this is ``torch.fft.rfft``. With several, MKL's FFT starts its team
+    even for a few kB; when the cores are shared the team waits for a descheduled thread and a transform of
+    microseconds takes milliseconds. So small batches (the loss's) take :func:`_rfft_on_calling_thread`.
+    """
+    if (
+        segs.device.type == "cpu"
+        and torch.get_num_threads() > 1
+        and segs.numel() * (segs.shape[-1] + 2) <= SMALL_DFT_ELEMENTS
+    ):
+        return _rfft_on_calling_thread(segs)
+    spec: Tensor = torch.fft.rfft(segs, dim=-1)
+    return spec
+
+
 def _segment_spectra(x: Tensor, fs: float, nperseg: int, step: int) -> Tensor:
     """Windowed, detrended segment FFTs scaled so that mean_k conj(X_k) Y_k is the one-sided CSD density.
 
@@ -59,16 +107,23 @@ def _segment_spectra(x: Tensor, fs: float, nperseg: int, step: int) -> Tensor:
     Each segment gets sqrt(c / (fs Σ w²)) with c = 2 on bins that stand for a ± frequency pair, 1 on DC
     (and on Nyquist for even nperseg).
     """
-    window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)  # (n,)
+    window, scale = _window_and_scale(nperseg, float(fs), x.dtype, x.device)  # (n,), (F,)
     segs = x.unfold(-1, nperseg, step)  # (..., K, n)
     segs = (segs - segs.mean(-1, keepdim=True)) * window
-    spec = torch.fft.rfft(segs, dim=-1)  # (..., K, F)
-    sides = torch.full((spec.shape[-1],), 2.0, dtype=x.dtype, device=x.device)
+    result: Tensor = _rfft(segs) * scale  # (..., K, F)
+    return result
+
+
+@functools.lru_cache(maxsize=32)
+def _window_and_scale(nperseg: int, fs: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Periodic Hann window (n,) and the per-bin density scale sqrt(c_f / (fs Σ w²)) (F,), cached per size."""
+    window = torch.hann_window(nperseg, periodic=True, dtype=torch.float64)
+    sides = torch.full((nperseg // 2 + 1,), 2.0, dtype=torch.float64)
     sides[0] = 1.0
     if nperseg % 2 == 0:
         sides[-1] = 1.0
-    result: Tensor = spec * torch.sqrt(sides / (fs * window.square().sum()))
-    return result
+    scale = torch.sqrt(sides / (fs * window.square().sum()))
+    return window.to(dtype=dtype, device=device), scale.to(dtype=dtype, device=device)
 
 
 def welch_csd(
@@ -91,6 +146,12 @@ def welch_csd(
     sy = _segment_spectra(y, fs, nperseg, step)
     freqs = torch.fft.rfftfreq(nperseg, d=1.0 / fs, dtype=x.dtype, device=x.device)  # (F,)
     return freqs, (sx.conj() * sy).mean(-2)
+
+
+def _pair_spectra(x: Tensor, y: Tensor, fs: float, nperseg: int, step: int) -> tuple[Tensor, Tensor]:
+    """:func:`_segment_spectra` of x and y (same shape) in one pass over the stacked pair (half the calls)."""
+    spec = _segment_spectra(torch.stack((x, y)), fs, nperseg, step)  # (2, ..., K, F)
+    return spec[0], spec[1]
 
 
 def _coherence_from_segments(sx: Tensor, sy: Tensor, seg_weight: Tensor | None, eps: float) -> Tensor:
@@ -127,8 +188,7 @@ def coherence(
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     step = _check_segments(x.shape[-1], nperseg, noverlap)
-    sx = _segment_spectra(x, fs, nperseg, step)  # (..., K, F)
-    sy = _segment_spectra(y, fs, nperseg, step)
+    sx, sy = _pair_spectra(x, y, fs, nperseg, step)  # (..., K, F) each
     freqs = torch.fft.rfftfreq(nperseg, d=1.0 / fs, dtype=x.dtype, device=x.device)
     return freqs, _coherence_from_segments(sx, sy, None, eps)
 
@@ -223,8 +283,7 @@ def _band_coherence(
             f"coherence needs at least two Welch segments; windows of {length} steps give one with "
             f"nperseg={n}, noverlap={n - step}: lower loss.spectral.nperseg or use longer windows"
         )
-    sv = _segment_spectra(v, fs, n, step)  # (B, C, K, F)
-    sa = _segment_spectra(a, fs, n, step)
+    sv, sa = _pair_spectra(v, a, fs, n, step)  # (B, C, K, F) each
     seg_weight = None
     ok = torch.ones(v.shape[0], dtype=torch.bool, device=v.device)  # (B,)
     if mask is not None:

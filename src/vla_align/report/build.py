@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..modalities import PAIRS
 from ..progress import console
 from . import figures
+from .flags import CHANCE_FRACTION, Applicability, applicability, pair_flags
 from .text import LANGS, TEXT
 
 R10_THRESHOLD = 0.70  # the chapter's checklist: in-domain V<->L R@10 >= 70 %
@@ -201,22 +202,90 @@ def render(inputs: ReportInputs, lang: str = "zh") -> str:
         raise UserError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
     t = TEXT[lang]
     m, h, hist = inputs.metrics, inputs.health, inputs.history
-    verdicts = _health_verdicts(m, h, t)
-    context: dict[str, Any] = {
-        "curve_figs": _curve_figures(hist),
-        "retrieval_cols": RETRIEVAL_COLS,
-        "retrieval_rows": _retrieval_rows(m),
-        **_closed_loop(m, t),
-        "verdicts": verdicts,
-        **_diagnostics(hist, h),
-        "conflict_figs": _conflict_figures(hist),
-        **_failures(inputs, t),
-        "cards": _summary_cards(m, verdicts, t),
-    }
+    scope = applicability(inputs.config, h.fps if h is not None else None)
+    verdicts = _health_verdicts(m, h, t, scope)
+    pair_rows = _pair_rows(inputs, t)
+    with figures.language(lang) as font:
+        context: dict[str, Any] = {
+            "curve_figs": _curve_figures(hist),
+            "retrieval_cols": RETRIEVAL_COLS,
+            "retrieval_rows": _retrieval_rows(m),
+            **_closed_loop(m, t),
+            "verdicts": verdicts,
+            **_diagnostics(hist, h),
+            "conflict_figs": _conflict_figures(hist),
+            **_failures(inputs, t),
+            "cards": _summary_cards(m, verdicts, t) + _pair_cards(pair_rows, t),
+            "pair_rows": pair_rows,
+            "coherence_reason": scope.coherence_reason(t),
+            "figure_lang": _figure_note(lang, font, t),
+        }
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("vla_align.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     return env.get_template("report.html.j2").render(**_page_context(inputs, lang, t), **context)
+
+
+def _figure_note(lang: str, font: str | None, t: dict[str, str]) -> str:
+    """The notes' line on the figures' language (and a console line when Chinese labels had no font)."""
+    if lang == "en":
+        return t["figure_lang"]
+    if font is not None:
+        return t["figure_lang_cjk"].format(font=font)
+    console.print("report: no CJK font found (install fonts-wqy-microhei); figure labels stay English")
+    return t["figure_lang_no_cjk"]
+
+
+def _pair_rows(inputs: ReportInputs, t: dict[str, str]) -> list[dict[str, str]]:
+    """One row per contrastive pair that is not learning (:func:`flags.pair_flags`), with its numbers
+    and the reasons in words."""
+    h = inputs.health
+    batch = (inputs.config.get("train") or {}).get("batch_size")
+    heldout = {p: v for p, v in h.mi.items() if p != "log_n"} if h is not None else None
+    rows = []
+    for flag in pair_flags(inputs.history, batch, heldout):
+        why = []
+        if "chance" in flag.reasons and flag.loss is not None and flag.log_b is not None:
+            threshold = _fmt(CHANCE_FRACTION * flag.log_b, 2)
+            why.append(
+                t["pair_chance"].format(
+                    loss=_fmt(flag.loss, 2), threshold=threshold, log_b=_fmt(flag.log_b, 2), batch=batch
+                )
+            )
+        if "mi_train" in flag.reasons:
+            why.append(t["pair_mi_train"].format(mi=_fmt(flag.mi_train, 2)))
+        if "mi_heldout" in flag.reasons:
+            why.append(t["pair_mi_heldout"].format(mi=_fmt(flag.mi_heldout, 2)))
+        rows.append(
+            {
+                "pair": flag.pair,
+                "loss": _fmt(flag.loss, 2),
+                "log_b": _fmt(flag.log_b, 2),
+                "mi_train": _fmt(flag.mi_train, 2),
+                "mi_heldout": _fmt(flag.mi_heldout, 2),
+                "why": t["reason_sep"].join(why),
+                "learning": "1" if flag.learning else "",
+                "badge": "warn" if flag.learning else "fail",
+                "word": t["not_generalising"] if flag.learning else t["not_learning"],
+                "meaning": t["pair_meaning_heldout"] if flag.learning else t["pair_meaning"],
+            }
+        )
+    return rows
+
+
+def _pair_cards(rows: list[dict[str, str]], t: dict[str, str]) -> list[dict[str, Any]]:
+    """A red "not learning" card per pair that does not learn on the training batches."""
+    return [
+        {
+            "label": t["pair_card"].format(pair=row["pair"]),
+            "value": row["loss"],
+            "badge": "fail",
+            "word": t["not_learning"],
+            "note": t["pair_card_loss"].format(log_b=row["log_b"]),
+        }
+        for row in rows
+        if not row["learning"]
+    ]
 
 
 def _page_context(inputs: ReportInputs, lang: str, t: dict[str, str]) -> dict[str, Any]:
@@ -244,15 +313,17 @@ def _curve_figures(hist: list[dict[str, Any]]) -> list[str]:
     curve_figs = []
     losses = _series(hist, "loss/")
     if losses:
-        curve_figs.append(figures.line_chart(losses, "training losses", "loss"))
+        curve_figs.append(figures.line_chart(losses, figures.label("training_losses"), figures.label("loss")))
     accuracy = _series(hist, "policy/")
     if "accuracy" in accuracy:
-        curve_figs.append(figures.line_chart({"policy/accuracy": accuracy["accuracy"]}, "policy accuracy (train)"))
+        curve_figs.append(
+            figures.line_chart({"policy/accuracy": accuracy["accuracy"]}, figures.label("policy_accuracy"))
+        )
     val = _series(hist, "val/")
     chosen = {k: v for k, v in val.items() if k in ("score", "sim/success_rate", "retrieval/image_to_text/R@10")}
     if chosen:
         curve_figs.append(
-            figures.line_chart(chosen, "validation: dual metric", thresholds={"R@10 0.70": R10_THRESHOLD})
+            figures.line_chart(chosen, figures.label("val_dual"), thresholds={"R@10 0.70": R10_THRESHOLD})
         )
     return curve_figs
 
@@ -305,7 +376,7 @@ def _closed_loop(m: dict[str, Any], t: dict[str, str]) -> dict[str, list[Any]]:
             if k.startswith("sim/by_") and k.endswith("/success_rate")
         }
         if groups:
-            sim_figs.append(figures.bar_chart(groups, "success by instruction word / level"))
+            sim_figs.append(figures.bar_chart(groups, figures.label("success_by_group")))
     return {"sim_rows": sim_rows, "ablation_rows": ablation_rows, "sim_figs": sim_figs}
 
 
@@ -317,23 +388,33 @@ def _ablation_row(name: str, base: float, s: float, t: dict[str, str]) -> dict[s
     return {"name": t[name], "success": _fmt(s), "drop": _fmt(base - s), "badge": _verdict(ok, t)[0]}
 
 
-def _health_verdicts(m: dict[str, Any], h: Any, t: dict[str, str]) -> list[dict[str, str]]:
-    """The chapter's checklist: V<->L R@10, in-band γ_VA and the video-action offset against thresholds."""
+def _health_verdicts(m: dict[str, Any], h: Any, t: dict[str, str], scope: Applicability) -> list[dict[str, str]]:
+    """The chapter's checklist: V<->L R@10, in-band γ_VA and the video-action offset against thresholds;
+    an indicator that does not apply to the run (``scope``) is "not applicable", with the reason."""
     r10 = m.get("retrieval/image_to_text/R@10")
     coh = h.band_coherence if h is not None else m.get("health/coherence/band_average")
     offset = h.offset_p50_ms if h is not None else m.get("health/offset_p50_ms")
     verdicts = []
-    for name, value, threshold, ok in (
-        (t["r10"], r10, f"≥ {R10_THRESHOLD:.2f}", None if r10 is None else r10 >= R10_THRESHOLD),
-        (t["coh"], coh, f"≥ {COHERENCE_THRESHOLD}", None if coh is None else coh >= COHERENCE_THRESHOLD),
+    for name, value, threshold, ok, reason in (
+        (t["r10"], r10, f"≥ {R10_THRESHOLD:.2f}", None if r10 is None else r10 >= R10_THRESHOLD, ""),
+        (
+            t["coh"],
+            coh,
+            f"≥ {COHERENCE_THRESHOLD}",
+            None if coh is None else coh >= COHERENCE_THRESHOLD,
+            scope.coherence_reason(t),
+        ),
         (
             t["offset"],
             offset,
             f"< {OFFSET_THRESHOLD_MS:.0f} ms",
             None if offset is None else offset < OFFSET_THRESHOLD_MS,
+            scope.offset_reason(t),
         ),
     ):
-        badge, word = _verdict(ok, t)
+        badge, word = _verdict(None if reason else ok, t)
+        if value is None and not reason:
+            word = t["not_measured"]  # it applies, but nothing measured it: not the same as "not applicable"
         verdicts.append(
             {
                 "name": name,
@@ -341,6 +422,7 @@ def _health_verdicts(m: dict[str, Any], h: Any, t: dict[str, str]) -> list[dict[
                 "threshold": threshold,
                 "badge": badge,
                 "verdict": word,
+                "reason": reason,
             }
         )
     return verdicts
@@ -350,10 +432,11 @@ def _diagnostics(hist: list[dict[str, Any]], h: Any) -> dict[str, list[Any]]:
     """``mi_figs`` (the MI lower bound over training) and, from the health indicators ``h`` when there are
     any, ``amat_figs``, ``mi_rows``, ``spectral_figs`` and ``similarity_rows``."""
     mi_figs = []
-    mi_curves = {f"train {k}": v for k, v in _series(hist, "health/mi_bound/").items()}
-    mi_curves.update({f"val {k}": v for k, v in _series(hist, "val/health/mi_bound/").items()})
+    train, val = figures.label("train"), figures.label("val")
+    mi_curves = {f"{train} {k}": v for k, v in _series(hist, "health/mi_bound/").items()}
+    mi_curves.update({f"{val} {k}": v for k, v in _series(hist, "val/health/mi_bound/").items()})
     if mi_curves:
-        mi_figs.append(figures.line_chart(mi_curves, "MI lower bound over training (nats)", "nats"))
+        mi_figs.append(figures.line_chart(mi_curves, figures.label("mi_title"), "nats"))
     if h is None:
         return {"mi_figs": mi_figs, "amat_figs": [], "mi_rows": [], "spectral_figs": [], "similarity_rows": []}
     return {"mi_figs": mi_figs, **_health_diagnostics(h)}
@@ -363,9 +446,9 @@ def _health_diagnostics(h: Any) -> dict[str, list[Any]]:
     """AMat heat maps and per-class hit rates, the MI table, the γ_VA spectrum and the CKA / CCA rows."""
     amat_figs, spectral_figs, mi_rows, similarity_rows = [], [], [], []
     for direction, (matrix, classes) in h.amat.items():
-        amat_figs.append(figures.heatmap(matrix, classes, classes, f"AMat {direction} (top-1)"))
+        amat_figs.append(figures.heatmap(matrix, classes, classes, figures.label("amat_title", direction=direction)))
     if "image->text" in h.hit_rate:
-        amat_figs.append(figures.bar_chart(h.hit_rate["image->text"], "image->text top-10 hit rate per class"))
+        amat_figs.append(figures.bar_chart(h.hit_rate["image->text"], figures.label("hit_rate_title")))
     mi_rows.append(
         {
             "name": f"{h.split} (N={h.samples}, log N={h.mi['log_n']:.2f})",
@@ -381,7 +464,7 @@ def _health_diagnostics(h: Any) -> dict[str, list[Any]]:
                 h.gamma,
                 h.band,
                 COHERENCE_THRESHOLD,
-                f"γ_VA(f), {h.split} split, in-band mean {h.band_coherence:.2f}",
+                figures.label("gamma_title", split=h.split, value=h.band_coherence),
             )
         )
     for pair in PAIRS:
@@ -404,14 +487,16 @@ def _conflict_figures(hist: list[dict[str, Any]]) -> list[str]:
     if last_hist is not None:
         hists = {k.removeprefix("conflict/hist/"): v for k, v in last_hist.items() if k.startswith("conflict/hist/")}
         conflict_figs.append(
-            figures.histograms(hists, last_hist["conflict/hist_edges"], f"gradient cosines @ step {last_hist['step']}")
+            figures.histograms(
+                hists, last_hist["conflict/hist_edges"], figures.label("grad_cos_title", step=last_hist["step"])
+            )
         )
         cos = _series(hist, "conflict/cos/")
         if cos:
-            conflict_figs.append(figures.line_chart(cos, "mean gradient cosine per pair"))
+            conflict_figs.append(figures.line_chart(cos, figures.label("mean_cos_title")))
     weights = _series(hist, "balance/weight/")
     if weights:
-        conflict_figs.append(figures.line_chart(weights, "balancer weights", "weight"))
+        conflict_figs.append(figures.line_chart(weights, figures.label("balancer_title"), figures.label("weight")))
     return conflict_figs
 
 
@@ -443,10 +528,13 @@ def _summary_cards(m: dict[str, Any], verdicts: list[dict[str, str]], t: dict[st
     """The cards at the top: closed-loop success and SPL (when measured), then one per health verdict."""
     cards: list[dict[str, Any]] = []
     if "sim/success_rate" in m:
-        cards.append({"label": t["success"], "value": _fmt(m["sim/success_rate"]), "badge": None})
-        cards.append({"label": t["spl"], "value": _fmt(m.get("sim/spl")), "badge": None})
+        for label, value in ((t["success"], m["sim/success_rate"]), (t["spl"], m.get("sim/spl"))):
+            cards.append({"label": label, "value": _fmt(value), "badge": None, "word": "", "note": ""})
     for row in verdicts:
-        cards.append({"label": row["name"], "value": row["value"], "badge": row["badge"]})
+        value = row["value"] if row["badge"] != "na" else "—"  # a number that is not scored is not headlined
+        cards.append(
+            {"label": row["name"], "value": value, "badge": row["badge"], "word": row["verdict"], "note": row["reason"]}
+        )
     return cards
 
 

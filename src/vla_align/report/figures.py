@@ -1,22 +1,29 @@
 """Matplotlib figures for the report, returned as ``data:image/png;base64,...`` URIs (no files, no network).
 
-Figure text is English: matplotlib's bundled fonts have no CJK glyphs, and the page around the figures
-carries the (default Chinese) explanations.
+Figure words follow the report's language inside :func:`language`: Chinese labels with a CJK font when one
+is installed (WenQuanYi Micro Hei first), English otherwise (with a note, never boxes for missing glyphs).
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from ..diagnostics.three_view import ThreeView
+from .text import FIGURE_TEXT
 
 DPI = 80
 THRESHOLD_STYLE = {"color": "#c0392b", "linestyle": "--", "linewidth": 1.0}
+# CJK fonts, most preferred first; the file-name hints find ones installed after matplotlib's font cache.
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Source Han Sans SC", "Noto Sans SC", "SimHei")
+CJK_FILE_HINTS = ("wqy", "notosanscjk", "notosanssc", "sourcehansans", "simhei")
+_LABELS: ContextVar[Mapping[str, str]] = ContextVar("figure_labels", default=FIGURE_TEXT["en"])
 
 
 def _plt() -> Any:
@@ -26,6 +33,49 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def cjk_font() -> str | None:
+    """The first of :data:`CJK_FONTS` matplotlib can use, registering system font files it has not cached
+    yet; ``None`` when there is none."""
+    from matplotlib import font_manager
+
+    def known() -> str | None:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return next((name for name in CJK_FONTS if name in names), None)
+
+    if (found := known()) is not None:
+        return found
+    for path in font_manager.findSystemFonts():
+        if any(hint in path.lower().replace("-", "").replace("_", "") for hint in CJK_FILE_HINTS):
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+    return known()
+
+
+def label(key: str, **values: Any) -> str:
+    """The figure word ``key`` in the current :func:`language`, formatted with ``values``."""
+    text = _LABELS.get()[key]
+    return text.format(**values) if values else text
+
+
+@contextmanager
+def language(lang: str) -> Iterator[str | None]:
+    """Draw figures in ``lang``; yields the CJK font used for Chinese, ``None`` when the labels are
+    English (``lang`` is English, or no CJK font is installed)."""
+    font = cjk_font() if lang != "en" else None
+    effective = lang if font is not None and lang in FIGURE_TEXT else "en"
+    rc: dict[str, Any] = {}
+    if font is not None:
+        rc = {"font.family": "sans-serif", "font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False}
+    token = _LABELS.set(FIGURE_TEXT[effective])
+    try:
+        with _plt().rc_context(rc):
+            yield font
+    finally:
+        _LABELS.reset(token)
 
 
 def to_uri(fig: Any) -> str:
@@ -68,7 +118,7 @@ def line_chart(
     if logy:
         ax.set_yscale("symlog", linthresh=1e-2)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("step", fontsize=8)
+    ax.set_xlabel(label("step"), fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
@@ -86,8 +136,8 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
     im = ax.imshow(np.nan_to_num(matrix, nan=0.0), vmin=0.0, vmax=vmax, cmap="viridis")
     ax.set_xticks(range(c), [str(x)[:28] for x in cols], rotation=90, fontsize=6)
     ax.set_yticks(range(r), [str(x)[:28] for x in rows], fontsize=6)
-    ax.set_xlabel("retrieved class", fontsize=8)
-    ax.set_ylabel("query class", fontsize=8)
+    ax.set_xlabel(label("retrieved_class"), fontsize=8)
+    ax.set_ylabel(label("query_class"), fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04)
     return to_uri(fig)
@@ -119,12 +169,12 @@ def coherence_chart(
 
 
 def _draw_coherence(ax: Any, freqs: np.ndarray, gamma: np.ndarray, band: tuple[float, float], threshold: float) -> None:
-    ax.axvspan(band[0], band[1], color="#f9e79f", alpha=0.6, label=f"band {band[0]:.3g}-{band[1]:.3g} Hz")
+    ax.axvspan(band[0], band[1], color="#f9e79f", alpha=0.6, label=label("band", lo=band[0], hi=band[1]))
     ax.plot(freqs, gamma, color="#1f618d", linewidth=1.4, marker="o", markersize=2.5, label="γ_VA(f)")
-    ax.axhline(threshold, **THRESHOLD_STYLE, label=f"threshold {threshold}")
+    ax.axhline(threshold, **THRESHOLD_STYLE, label=label("threshold", value=threshold))
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("frequency (Hz)", fontsize=8)
-    ax.set_ylabel("coherence", fontsize=8)
+    ax.set_xlabel(label("frequency"), fontsize=8)
+    ax.set_ylabel(label("coherence"), fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, loc="upper right")
     ax.grid(alpha=0.3)
@@ -173,7 +223,7 @@ def _draw_attention_view(ax: Any, view: ThreeView) -> None:
 
     shown = view.frame if view.heat is None else overlay(view.frame, view.heat, alpha=0.6)
     ax.imshow(shown)
-    ax.set_title(f"view 1: attention @ step {view.key_step}", fontsize=8)
+    ax.set_title(label("view1", step=view.key_step), fontsize=8)
     ax.axis("off")
 
 
@@ -181,10 +231,10 @@ def _draw_coherence_view(ax: Any, view: ThreeView, threshold: float) -> None:
     """View 2: the episode's γ_VA(f) with its band, or a placeholder when it has no spectrum."""
     if view.freqs is not None and view.gamma is not None and view.band is not None:
         _draw_coherence(ax, view.freqs, view.gamma, view.band, threshold)
-        ax.set_title(f"view 2: γ_VA in band = {view.band_coherence:.2f}", fontsize=8)
+        ax.set_title(label("view2", value=view.band_coherence), fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no spectrum\n(see the notes below)", ha="center", va="center", fontsize=8)
-        ax.set_title("view 2: spectral coherence", fontsize=8)
+        ax.text(0.5, 0.5, label("no_spectrum"), ha="center", va="center", fontsize=8)
+        ax.set_title(label("view2_none"), fontsize=8)
         ax.axis("off")
 
 
@@ -192,10 +242,10 @@ def _draw_action_timeline(ax: Any, view: ThreeView, steps: np.ndarray) -> None:
     """View 3, top row: discrete action ids (policy solid, expert dashed), continuous actions per dimension
     against the expert's suggestion at the same state, or else the signal itself."""
     if view.actions is not None and np.asarray(view.actions).ndim == 1:
-        ax.step(steps[: len(view.actions)], view.actions, where="post", color="#1f618d", label="policy")
+        ax.step(steps[: len(view.actions)], view.actions, where="post", color="#1f618d", label=label("policy"))
         if view.expert_actions is not None:
             exp = np.asarray(view.expert_actions, dtype=float)
-            ax.step(steps[: len(exp)], exp, where="post", color="#e67e22", linestyle="--", label="expert here")
+            ax.step(steps[: len(exp)], exp, where="post", color="#e67e22", linestyle="--", label=label("expert_here"))
         if view.action_names:
             ax.set_yticks(range(len(view.action_names)), view.action_names, fontsize=5)
     elif (
@@ -208,13 +258,15 @@ def _draw_action_timeline(ax: Any, view: ThreeView, steps: np.ndarray) -> None:
         for d in range(acts.shape[1]):
             name = view.action_names[d].split(" (")[0] if d < len(view.action_names) else f"a{d}"
             (line,) = ax.plot(steps[: len(acts)], acts[:, d], linewidth=1.0, label=name)
-            label = "expert (dashed)" if d == 0 else None
-            ax.plot(steps[: len(exp)], exp[:, d], linewidth=0.8, linestyle="--", color=line.get_color(), label=label)
+            legend_name = label("expert_dashed") if d == 0 else None
+            ax.plot(
+                steps[: len(exp)], exp[:, d], linewidth=0.8, linestyle="--", color=line.get_color(), label=legend_name
+            )
     else:
         for d in range(view.signal.shape[1]):
             ax.plot(steps, view.signal[:, d], linewidth=1.0, label=view.signal_names[d])
     ax.axvline(view.key_step, color="#7d3c98", linewidth=0.8)
-    ax.set_title("view 3: action timeline, velocity / acceleration / jerk (limits dashed, violations x)", fontsize=8)
+    ax.set_title(label("view3"), fontsize=8)
     ax.tick_params(labelsize=6)
     ax.legend(fontsize=5, loc="upper right", ncol=2)
 
@@ -239,7 +291,7 @@ def _draw_derivative(
             peak = np.abs(values).max(1)  # (T_k,)
             ax.scatter(hit, peak[hit - (len(steps) - len(values))], marker="x", color="#c0392b", s=18, zorder=3)
     ax.axvline(view.key_step, color="#7d3c98", linewidth=0.8)
-    ax.set_ylabel(name[:5], fontsize=6)
+    ax.set_ylabel(label(name)[:5], fontsize=6)
     ax.tick_params(labelsize=5)
     if legend and values is not None:
         ax.legend(fontsize=5, loc="upper right", ncol=3)

@@ -25,6 +25,7 @@ from ..diagnostics import alignment_confusion, modality_similarity, per_class_hi
 from ..diagnostics.three_view import episode_coherence, project
 from ..losses.contrastive import group_positives, info_nce, mutual_information_bound
 from ..modalities import PAIR_MODALITIES, PAIRS
+from .flags import TURN_BASED_FPS
 
 if TYPE_CHECKING:
     from ..model import TriModalModel
@@ -33,7 +34,7 @@ MAX_CLASSES = 40  # AMat classes shown; rarer instruction classes are pooled int
 OTHER = "(other)"
 AMAT_DIRECTIONS = (("image", "text"), ("action", "text"), ("image", "action"))
 COHERENCE_EPISODES = 200  # episodes whose every frame is embedded for γ_VA
-OFFSET_MIN_FPS = 5.0
+OFFSET_MIN_FPS = TURN_BASED_FPS  # below it the data is turn-based: no sub-step timing
 RIDGE = 1e-2
 
 
@@ -51,6 +52,7 @@ class Health:
     band: tuple[float, float] | None = None
     band_coherence: float | None = None
     offset_p50_ms: float | None = None
+    fps: float | None = None  # the split's control rate (Hz)
     notes: list[str] = field(default_factory=list)
     projection: np.ndarray | None = None  # (D + 1, C) ridge map image embedding -> action channels
 
@@ -111,7 +113,7 @@ def compute_health(model: TriModalModel, table: FrameTable, split: str, seed: in
     z = embed_samples(model, sampler, rows, 256)
     batch = sampler.batch(rows)
     labels = _classes(list(batch.text))
-    h = Health(split=split, samples=len(rows))
+    h = Health(split=split, samples=len(rows), fps=float(table.fps))
 
     # AMat and per-class hit rates; text galleries hold each distinct instruction once.
     first: dict[str, int] = {}
