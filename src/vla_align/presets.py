@@ -83,7 +83,7 @@ def _babyai(name: str, steps: int, warmup: int, select_episodes: int) -> RunConf
 
 @PRESETS.register("babyai-quick")
 def babyai_quick() -> RunConfig:
-    """The `make demo` job: GoToLocal, 10k demos, alignment + FiLM policy, about 13 min on 2 CPU cores from a fresh clone."""
+    """The `make demo` job: GoToLocal, 10k demos, alignment + FiLM policy, about 12 min on 2 CPU cores from a fresh clone."""
     # 10k rather than 5k demos: with 5k the image->text validation R@10 peaks at 0.73 after 500 steps
     # and then overfits (0.63 on test at the selected step); with 10k it stays near 0.8.
     cfg = _babyai("babyai-quick", steps=2000, warmup=150, select_episodes=100)
