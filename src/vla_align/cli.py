@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -420,16 +421,25 @@ def cmd_doctor(args: argparse.Namespace) -> None:
         print(line, flush=True)
 
 
+# Data steps with a `vla-align data <step>` sub-command, each in vla_align.data.<step> (chapter 5.7).
+DATA_STEPS = ("inject", "align", "dedup", "vote")
+
+
 def _add_data_parser(sub: Any) -> None:
     """`vla-align data <simulator>`: one sub-command per registered simulator, with its own flags."""
     from .sim import SIMULATORS, get_simulator
 
-    names = [n for n in SIMULATORS.names() if n != "split"]  # `data split` is the split-file command
+    steps = ("split", *DATA_STEPS)  # the data steps on an existing dataset
+    names = [n for n in SIMULATORS.names() if n not in steps]
     p = sub.add_parser(
-        "data", help=f"generate demonstrations in LeRobot v3.0 format ({' | '.join(names)}), or split a dataset"
+        "data",
+        help=f"generate demonstrations in LeRobot v3.0 format ({' | '.join(names)}), or run a data step on a "
+        f"dataset ({' | '.join(steps)})",
     )
-    sims = p.add_subparsers(dest="source", required=True, parser_class=_Parser, metavar="SIMULATOR|split")
+    sims = p.add_subparsers(dest="source", required=True, parser_class=_Parser, metavar="SIMULATOR|STEP")
     _add_split_parser(sims, "split" in SIMULATORS)
+    for step in DATA_STEPS:  # each module registers its own sub-command (add_command)
+        import_module(f"vla_align.data.{step}").add_command(sims, _Parser)
     for name in names:
         sim = get_simulator(name)
         q = sims.add_parser(name, help=sim.summary)

@@ -120,7 +120,8 @@ def evaluate_run(
     is on disk, and closed loop through the dataset's simulator (from the dataset description alone
     when it is not); the closed-loop episodes go to ``run_dir/episodes_name`` (default
     ``eval_episodes.jsonl``)."""
-    from .data.lerobot import read_dataset
+    from dataclasses import replace
+
     from .evaluate import evaluate_retrieval, evaluate_trajectories
     from .sim import EvalContext, evaluate_closed_loop, simulator_for
     from .sim.base import EPISODES_FILE, EpisodeResult, write_episodes
@@ -135,7 +136,7 @@ def evaluate_run(
     if cfg.eval.split == "train" or cfg.eval.sim.split == "train":
         console.print("note: evaluating the train split: these episodes were seen in training, not held out")
     if on_disk or sim is None:  # without a simulator the dataset is all there is: read_dataset says what is wrong
-        table = read_dataset(data_path, split=cfg.eval.split, splits=splits, **cfg.data.frame_options(data_path))
+        table = replace(cfg.data, splits=splits).read(data_path, cfg.eval.split)
         metrics.update(evaluate_retrieval(model, table, cfg.eval))
         if table.action_spec.kind == "continuous":
             metrics.update(evaluate_trajectories(model, table, cfg.eval))
@@ -149,7 +150,7 @@ def evaluate_run(
     split = cfg.eval.sim.split
     sim_table = table if table is not None and split == cfg.eval.split else None
     if sim_table is None and on_disk:
-        sim_table = read_dataset(data_path, split=split, splits=splits, **cfg.data.frame_options(data_path))
+        sim_table = replace(cfg.data, splits=splits).read(data_path, split)
     episodes: list[EpisodeResult] = []
     ctx = EvalContext.from_run(dataset, split, sim_table)
     metrics.update(evaluate_closed_loop(sim, model, ctx, cfg.eval.sim, episodes_out=episodes))

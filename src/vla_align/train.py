@@ -27,7 +27,6 @@ from . import atomic, checkpoint, safety, tracking
 from . import config as config_lib
 from .config import check_float, check_int, check_seed
 from .data import split_file
-from .data.lerobot import read_dataset
 from .data.windows import ChunkSampler
 from .errors import ConfigError, UserError
 from .model import TriModalModel
@@ -250,11 +249,8 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
         checkpoint.prepare_run_dir(run_dir, cfg, data_path, resume)
     _pin_splits(cfg, run_dir, data_path, resume)
     say(f"reading the train split of {data_path} ...")
-    frames = cfg.data.frame_options(data_path)
-    table = read_dataset(data_path, split="train", splits=cfg.data.splits, **frames)
-    val_table = (
-        read_dataset(data_path, split="val", splits=cfg.data.splits, **frames) if cfg.train.select.every else None
-    )
+    table = cfg.data.read(data_path, "train")
+    val_table = cfg.data.read(data_path, "val") if cfg.train.select.every else None
     state_dim = int(table.state.shape[1]) if table.state is not None and cfg.model.policy.state else 0
     model = build_model(cfg, table.info, state_dim)
     if not resume:  # continuous actions / states: statistics of the training split, kept in the model

@@ -87,6 +87,7 @@ class FrameTable:
     action_spec: ActionSpec
     info: dict[str, Any]  # meta/info.json; a foreign dataset gets an inferred "vla_align" entry
     cameras: tuple[str, ...] = ()  # the camera features read, tiled left to right in ``frames``
+    row_weight: np.ndarray | None = None  # (F,) sampling weight of each row for training; None = uniform
 
     @property
     def num_episodes(self) -> int:

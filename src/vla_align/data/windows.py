@@ -27,6 +27,10 @@ class ChunkSampler:
         self.chunk_mask = steps < ends[:, None]  # (F, T)
         self.chunk_rows = np.where(self.chunk_mask, steps, 0)  # (F, T)
         self.frame_in_episode = offsets
+        weight = table.row_weight
+        uniform = weight is None or bool(np.all(weight == weight[0]))
+        # (F,) running sum of the rows' sampling weights; None = uniform sampling
+        self.cumulative: np.ndarray | None = None if uniform else np.cumsum(np.asarray(weight, np.float64))
 
     def __len__(self) -> int:
         return self.table.num_frames
@@ -56,7 +60,16 @@ class ChunkSampler:
         )
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        return self.batch(rng.integers(0, len(self), size=batch_size))
+        return self.batch(self.draw(rng, batch_size))
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """``batch_size`` rows, uniformly with replacement, or in proportion to ``table.row_weight`` when the
+        data view set one (the time-alignment's down-weighting)."""
+        cumulative = self.cumulative
+        if cumulative is None:
+            return rng.integers(0, len(self), size=batch_size)
+        rows: np.ndarray = np.searchsorted(cumulative, rng.random(batch_size) * cumulative[-1], side="right")
+        return rows
 
     def one_per_episode(self, seed: int, how: str = "random") -> np.ndarray:
         """One row per episode: a seeded uniformly random frame (``random``) or the first one."""

@@ -124,7 +124,8 @@ def _model_diagnostics(
 ) -> None:
     """Health indicators on the held-out split (dataset on disk) and failure panels replayed in the
     run's simulator (from the checkpoint and config.json alone where the simulator allows it)."""
-    from ..data.lerobot import read_dataset
+    from dataclasses import replace
+
     from ..data.split_file import run_splits
     from ..runs import load_model
     from ..sim import EvalContext, simulator_for
@@ -142,9 +143,7 @@ def _model_diagnostics(
         from .health import compute_health
 
         t0 = time.perf_counter()
-        table = read_dataset(
-            dataset, cfg.eval.split, cfg.eval.max_episodes or None, splits, **cfg.data.frame_options(dataset)
-        )
+        table = replace(cfg.data, splits=splits).read(dataset, cfg.eval.split, cfg.eval.max_episodes or None)
         if table.num_episodes < MIN_HEALTH_EPISODES:
             inputs.notes.append(
                 f"the {cfg.eval.split} split has {table.num_episodes} episode(s): AMat, MI bounds, coherence and "
@@ -164,7 +163,7 @@ def _model_diagnostics(
     split = cfg.eval.sim.split
     sim_table = table if split == cfg.eval.split else None
     if sim_table is None and have_data:
-        sim_table = read_dataset(dataset, split, None, splits, **cfg.data.frame_options(dataset))
+        sim_table = replace(cfg.data, splits=splits).read(dataset, split)
     ctx = EvalContext.from_run(description, split, sim_table)
     projection = inputs.health.projection if inputs.health is not None else None
     inputs.failures = sim.three_views(model, ctx, episodes, projection, max_failures)

@@ -30,13 +30,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from ..atomic import write_text
-from ..config import check_int, check_seed, check_split
+from ..config import check_float, check_int, check_seed, check_split
 from ..errors import ConfigError, UserError
 from ..registry import Registry
 
@@ -307,6 +307,13 @@ class DataConfig:
     path: str = ""  # dataset directory; empty = a cache directory named after the fields above
     splits: str = ""  # split file (`vla-align data split`); empty = <path>.splits.json if it exists, 'info' = info.json
     cameras: tuple[str, ...] = ()  # camera features read, tiled side by side; empty = the first in info.json
+    align: str = ""  # camera-action offsets (`vla-align data align`): a file, 'auto' = <path>.align.json, '' = off
+    align_mode: Literal["shift", "weight"] = "shift"  # shift: correct each episode's offset; weight: only down-weight
+    align_max_ms: float = 150.0  # samples whose (residual) offset exceeds this are down-weighted (chapter 5.7)
+    align_weight: float = 0.0  # sampling weight of those samples in training (0 = dropped)
+    exclude: tuple[
+        str, ...
+    ] = ()  # dedup / vote files (`vla-align data dedup|vote`): their flagged episodes leave train
 
     def __post_init__(self) -> None:
         if self.source not in SIMULATORS:
@@ -319,6 +326,12 @@ class DataConfig:
             check_int(f"data.{name}", getattr(self, name), 1, why="every split needs an episode")
         check_int("data.image_size", self.image_size, 28, 224, why="pixels per side of the camera frames")
         check_seed("data.seed", self.seed)
+        if self.align_mode not in ("shift", "weight"):
+            raise ConfigError(f"data.align_mode {self.align_mode!r}: use shift or weight")
+        check_float("data.align_max_ms", self.align_max_ms, 0.0, lo_open=True, why="milliseconds, the chapter uses 150")
+        check_float("data.align_weight", self.align_weight, 0.0, 1.0, why="a sampling weight, 0 = drop, 1 = keep")
+        if not all(isinstance(f, str) and f for f in self.exclude):
+            raise ConfigError(f"data.exclude {list(self.exclude)} must be paths of dedup / vote files")
         if len(set(self.cameras)) != len(self.cameras) or not all(isinstance(c, str) and c for c in self.cameras):
             raise ConfigError(
                 f"data.cameras {list(self.cameras)} must name each camera once, e.g. observation.images.top"
@@ -338,6 +351,13 @@ class DataConfig:
         info = read_info(path)
         ours = "vla_align" in info or ACTION_SPEC_KEY in ((info["features"].get("action") or {}).get("info") or {})
         return {"cameras": self.cameras, "image_size": None if ours else self.image_size}
+
+    def read(self, path: Path, split: str | None, max_episodes: int | None = None) -> FrameTable:
+        """The episodes of ``split`` as the run sees them: :func:`vla_align.data.view.read_view`
+        (``data.align`` / ``data.exclude`` applied)."""
+        from ..data.view import read_view
+
+        return read_view(self, path, split, max_episodes)
 
     def resolved_path(self, cache_root: Path = Path("datasets")) -> Path:
         """The dataset directory: ``path`` if set, else ``datasets/<source>-<levels>-<hash>``."""

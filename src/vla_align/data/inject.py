@@ -1,0 +1,9 @@
+"""`vla-align data inject` (work in progress)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_command(sims: Any, parser_class: Any) -> None:
+    sims.add_parser("inject", help="(in progress)")
