@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -183,4 +184,167 @@ def nearest_code_reference(z: list[list[float]], codes: list[list[float]]) -> li
             if s > best_sim:
                 best, best_sim = k, s
         out.append(best)
+    return out
+
+
+# --- memory-bank InfoNCE (chapter 5.7): the queue's entries as extra columns ----------------------
+
+
+def info_nce_memory_reference(
+    z_a: Tensor,
+    z_b: Tensor,
+    logit_scale: Tensor,
+    groups: Sequence[int],
+    queue_a: Tensor,
+    queue_b: Tensor,
+    queue_groups_a: Sequence[int],
+    queue_groups_b: Sequence[int],
+    shared: bool,
+) -> Tensor:
+    """0.5 * (mean_i loss of row z_a,i over [z_b ; queue_b] + mean_i loss of row z_b,i over [z_a ; queue_a]).
+    Row i's positives: its own partner, and with ``shared`` every batch sample and queue entry whose group is
+    groups[i]; the target is uniform over them. One scalar torch op at a time (keep B, Q <= 8)."""
+    n, d = z_a.shape
+
+    def dot(u: Tensor, v: Tensor) -> Tensor:
+        return sum((u[k] * v[k] for k in range(d)), torch.zeros((), dtype=z_a.dtype))
+
+    def direction(rows: Tensor, batch: Tensor, queue: Tensor, queue_groups: Sequence[int]) -> Tensor:
+        total = torch.zeros((), dtype=z_a.dtype)
+        for i in range(n):
+            columns = [batch[j] for j in range(n)] + [queue[k] for k in range(len(queue))]
+            column_groups = list(groups) + list(queue_groups)
+            sims = [logit_scale * dot(rows[i], c) for c in columns]
+            denom = sum((torch.exp(s) for s in sims), torch.zeros((), dtype=z_a.dtype))
+            positive = [j == i or (shared and column_groups[j] == groups[i]) for j in range(len(columns))]
+            n_pos = sum(positive)
+            for j, s in enumerate(sims):
+                if positive[j]:
+                    total = total - (1.0 / n_pos) * torch.log(torch.exp(s) / denom)
+        return total / n
+
+    return 0.5 * (direction(z_a, z_b, queue_b, queue_groups_b) + direction(z_b, z_a, queue_a, queue_groups_a))
+
+
+def mutual_vote_reference(
+    image: list[list[float]],
+    image_owner: list[int],
+    action: list[list[float]],
+    action_owner: list[int],
+    text: list[list[float]],
+    text_id: list[int],
+    top_k: int,
+    action_top: float,
+    pool: str,
+) -> dict[str, list[tuple[int, float, float]]]:
+    """The four mutual votes of ``vla_align.vote`` per episode, as (rank, margin, slack), by plain loops.
+
+    Parts are unit vectors. ``mean`` pools an episode's parts to their renormalised mean; ``max`` scores
+    an episode by its best part (for image-action only the frames). Instruction votes rank the own
+    instruction among all distinct ones; action votes rank the own episode among the episodes with another
+    instruction (image->action: also not the one the image scores highest), passing within the top
+    ceil(action_top * candidates) (at least 1). rank = 1 + competitors
+    scoring strictly higher; margin = own - best competitor; slack = own - cutoff-th best competitor."""
+    n = len(text_id)
+
+    def unit(v: list[float]) -> list[float]:
+        norm = math.sqrt(sum(x * x for x in v))
+        return [x / norm for x in v]
+
+    def pooled(parts: list[list[float]], owner: list[int]) -> list[list[float]]:
+        out = []
+        for e in range(n):
+            mine = [p for p, o in zip(parts, owner, strict=True) if o == e]
+            out.append(unit([sum(p[k] for p in mine) for k in range(len(mine[0]))]))
+        return out
+
+    def score(parts: list[list[float]], owner: list[int], e: int, target: list[float]) -> float:
+        if pool == "mean":
+            return _dot(pooled(parts, owner)[e], target)
+        return max(_dot(p, target) for p, o in zip(parts, owner, strict=True) if o == e)
+
+    def verdict(own: float, rivals: list[float], cutoff: int) -> tuple[int, float, float]:
+        best = sorted(rivals, reverse=True)
+        return 1 + sum(1 for r in rivals if r > own), own - best[0], own - best[min(cutoff, len(best)) - 1]
+
+    def cutoff(rivals: int) -> int:
+        return max(1, math.ceil(action_top * (rivals + 1)))
+
+    actions = pooled(action, action_owner)
+    out: dict[str, list[tuple[int, float, float]]] = {v: [] for v in ("image_to_text", "action_to_text")}
+    out["image_to_action"], out["text_to_action"] = [], []
+    for e in range(n):
+        own_t = text_id[e]
+        others = [g for g in range(len(text)) if g != own_t]
+        for name, parts, owner in (("image_to_text", image, image_owner), ("action_to_text", action, action_owner)):
+            scores = [score(parts, owner, e, text[g]) for g in range(len(text))]
+            out[name].append(verdict(scores[own_t], [scores[g] for g in others], top_k))
+        it = [score(image, image_owner, e, text[g]) for g in range(len(text))]
+        seen = max(range(len(text)), key=lambda g: (it[g], -g))  # the image's first instruction
+        ia = [score(image, image_owner, e, actions[f]) for f in range(n)]
+        rivals = [f for f in range(n) if text_id[f] not in (own_t, seen)]
+        out["image_to_action"].append(verdict(ia[e], [ia[f] for f in rivals], cutoff(len(rivals))))
+        ta = [score(action, action_owner, f, text[own_t]) for f in range(n)]
+        rivals = [f for f in range(n) if text_id[f] != own_t]
+        out["text_to_action"].append(verdict(ta[e], [ta[f] for f in rivals], cutoff(len(rivals))))
+    return out
+
+
+def dedup_check_reference(
+    a: list[list[list[list[float]]]], b: list[list[list[list[float]]]], grid: int, shift: int
+) -> float:
+    """The dedup check's frame difference, one loop per pixel: frames ``a`` and ``b`` (K, H, W, C) are cut
+    to their interior (a ``shift`` + 1 pixel border dropped; ``b``'s window moved by (dy, dx)), averaged
+    into ``grid`` x ``grid`` cells with fractional pixel overlaps, and the largest |cell difference| is
+    taken; returns its minimum over dy, dx in [-shift, shift]."""
+    k, h, w, c = len(a), len(a[0]), len(a[0][0]), len(a[0][0][0])
+    m = shift + 1
+
+    def cells(frames: list[list[list[list[float]]]], dy: int, dx: int) -> list[float]:
+        out = []
+        for t in range(k):
+            for r in range(grid):
+                y0, y1 = m + dy + (h - 2 * m) * r / grid, m + dy + (h - 2 * m) * (r + 1) / grid
+                for s in range(grid):
+                    x0, x1 = m + dx + (w - 2 * m) * s / grid, m + dx + (w - 2 * m) * (s + 1) / grid
+                    for ch in range(c):
+                        total = weight = 0.0
+                        for y in range(h):
+                            wy = max(0.0, min(y + 1, y1) - max(y, y0))
+                            for x in range(w):
+                                wxy = wy * max(0.0, min(x + 1, x1) - max(x, x0))
+                                total += wxy * frames[t][y][x][ch]
+                                weight += wxy
+                        out.append(total / weight)
+        return out
+
+    base = cells(a, 0, 0)
+    best = math.inf
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            other = cells(b, dy, dx)
+            best = min(best, max(abs(u - v) for u, v in zip(base, other, strict=True)))
+    return best
+
+
+def lag_scores_reference(pred: Any, target: Any, max_lag: int, min_len: int) -> list[float]:
+    """Normalised cross-correlation of ``pred`` at row t with ``target`` at row t - k, for k = -max_lag ..
+    max_lag, one element at a time: centre each side over the overlapping rows, sum the products over
+    rows and channels, divide by the square root of the product of the sums of squares (NaN when fewer
+    than ``min_len`` rows overlap)."""
+    n, c = len(pred), len(pred[0])
+    out = []
+    for k in range(-max_lag, max_lag + 1):
+        rows = [t for t in range(n) if 0 <= t - k < n]
+        if len(rows) < min_len:
+            out.append(math.nan)
+            continue
+        mp = [sum(float(pred[t][j]) for t in rows) / len(rows) for j in range(c)]
+        mt = [sum(float(target[t - k][j]) for t in rows) / len(rows) for j in range(c)]
+        num = pp = tt = 0.0
+        for t in rows:
+            for j in range(c):
+                a, b = float(pred[t][j]) - mp[j], float(target[t - k][j]) - mt[j]
+                num, pp, tt = num + a * b, pp + a * a, tt + b * b
+        out.append(num / math.sqrt(pp * tt))
     return out

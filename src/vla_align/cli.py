@@ -421,8 +421,14 @@ def cmd_doctor(args: argparse.Namespace) -> None:
         print(line, flush=True)
 
 
-# Data steps with a `vla-align data <step>` sub-command, each in vla_align.data.<step> (chapter 5.7).
-DATA_STEPS = ("inject", "align", "dedup", "vote")
+# Data steps with a `vla-align data <step>` sub-command (chapter 5.7): each module registers its own
+# (add_command). Vote needs a trained run, so it lives outside the data/ leaf.
+DATA_STEPS = {
+    "inject": "vla_align.data.inject",
+    "align": "vla_align.data.align",
+    "dedup": "vla_align.data.dedup",
+    "vote": "vla_align.vote",
+}
 
 
 def _add_data_parser(sub: Any) -> None:
@@ -438,8 +444,8 @@ def _add_data_parser(sub: Any) -> None:
     )
     sims = p.add_subparsers(dest="source", required=True, parser_class=_Parser, metavar="SIMULATOR|STEP")
     _add_split_parser(sims, "split" in SIMULATORS)
-    for step in DATA_STEPS:  # each module registers its own sub-command (add_command)
-        import_module(f"vla_align.data.{step}").add_command(sims, _Parser)
+    for module in DATA_STEPS.values():
+        import_module(module).add_command(sims, _Parser)
     for name in names:
         sim = get_simulator(name)
         q = sims.add_parser(name, help=sim.summary)
@@ -481,13 +487,21 @@ def _add_split_parser(sims: Any, shadowed: bool) -> None:
     q.add_argument("--seed", type=int, default=0, help="seed of the random episode split")
     q.add_argument("--out", metavar="FILE", help="where to write the split file (default: DIR.splits.json beside DIR)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing split file")
+    q.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="leave out of every split the episodes this dedup / vote file flags (repeatable); the split file "
+        "lists them under 'excluded'",
+    )
     q.set_defaults(func=cmd_data_split)
 
 
 def cmd_data_split(args: argparse.Namespace) -> None:
     """Write the split file of ``args.dir`` beside it and print what each split holds."""
     from . import atomic
-    from .data import split_file
+    from .data import sidecar, split_file
     from .data.lerobot import read_info
 
     root = Path(args.dir)
@@ -502,9 +516,12 @@ def cmd_data_split(args: argparse.Namespace) -> None:
         split_file.load_split_file(out)  # only a split file is replaced
     catalog = split_file.read_catalog(root)
     request = split_file.SplitRequest(args.by, args.val, args.test, args.seed, split_file.parse_ood(args.ood))
-    doc = split_file.split_document(root, catalog, request)
+    excluded = sidecar.read_exclusions(root, args.exclude) if args.exclude else None
+    doc = split_file.split_document(root, catalog, request, excluded)
     atomic.write_json(out, doc)
     _print_split_summary(split_file.summary_rows(catalog, doc["splits"]), out)
+    if excluded is not None:
+        print(f"{len(excluded)} flagged episode(s) left out of every split ({', '.join(args.exclude)})")
     if args.out:
         print(f"train / eval / report use it with --data.splits {out}")
     else:

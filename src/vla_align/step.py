@@ -13,7 +13,8 @@ are finite. Otherwise it zeroes the gradients, puts the balancer's learned state
 returns an update whose ``skipped`` says why; parameters and optimizer state are untouched. The
 check reads the total and the clip norm already computed, so finite steps are bit-identical to an
 unguarded step. The objectives' buffers that the forward pass updates (the codebook's moving
-averages) are saved by ``save_buffers`` before ``compute_losses`` and put back by ``restore_buffers``.
+averages, the memory bank's queues) are saved by ``save_buffers`` before ``compute_losses`` and put back
+by ``restore_buffers``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .encoders.image import random_shift
 from .errors import ConfigError
 from .losses import AlignmentLoss, mutual_information_bound
 from .losses.auxiliary import AuxiliaryLosses, Context
+from .losses.memory_bank import MemoryBank
 from .modalities import MODALITIES, PAIRS, Batch, Pair
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from .data.windows import ChunkSampler
     from .model import ModelOutput, TriModalModel
     from .presets import RunConfig
+
+BANK = "memory_bank"  # the bank's key in the saved buffers and in train_state.pt
 
 
 @dataclass
@@ -83,6 +87,12 @@ class TrainingStep:
         self.device = next(model.parameters()).device
         self.mirror_perm = mirror_permutation(table.action_spec) if cfg.train.augment_mirror > 0 else None
         self.objective = AlignmentLoss(cfg.loss)
+        self.bank: MemoryBank | None = None  # past embeddings as extra InfoNCE columns (loss.memory_bank)
+        bank = cfg.loss.memory_bank
+        if bank.enabled:
+            bank.check_samples(table.num_frames, str(table.root))
+            queued = bank.modalities(self.objective.active_pairs(cfg.loss.pairwise_first_steps))  # all trained pairs
+            self.bank = bank.build(cfg.model.embed_dim, queued).to(self.device) if queued else None
         self.aux = AuxiliaryLosses(cfg.loss, model, table).to(self.device)
         policy = cfg.model.policy
         if (self.aux.needs_policy or cfg.loss.modality_dropout > 0) and not policy.enabled:
@@ -138,7 +148,9 @@ class TrainingStep:
                 drop=inp.drop,
             )
         scales: dict[Pair, Tensor] = {p: model.logit_scale(p) for p in PAIRS}
-        values = self.objective(out.emb, batch, scales, step)
+        values = self.objective(out.emb, batch, scales, step, self.bank)
+        if self.bank is not None:  # after the loss: a batch never meets itself in the queue
+            self.bank.enqueue(out.emb, batch.text_group, step)
         if out.logits is not None or out.cond is not None:
             values["policy"] = model.policy_loss(out, batch)
         if len(self.aux):
@@ -180,13 +192,18 @@ class TrainingStep:
 
     def save_buffers(self) -> dict[str, Tensor]:
         """Copies of the objectives' buffers, which their forward pass may update (the VQ codebook's
-        moving averages); ``restore_buffers`` puts them back after a skipped step."""
-        return {name: buf.detach().clone() for name, buf in self.aux.named_buffers()}
+        moving averages, the memory bank's queues); ``restore_buffers`` puts them back after a skipped step."""
+        saved = {name: buf.detach().clone() for name, buf in self.aux.named_buffers()}
+        if self.bank is not None:
+            saved |= {f"{BANK}.{name}": buf.detach().clone() for name, buf in self.bank.named_buffers()}
+        return saved
 
     def restore_buffers(self, saved: dict[str, Tensor]) -> None:
         with torch.no_grad():
             for name, buf in self.aux.named_buffers():
                 buf.copy_(saved[name])
+        if self.bank is not None:
+            self.bank.load_state_dict({k[len(BANK) + 1 :]: v for k, v in saved.items() if k.startswith(f"{BANK}.")})
 
     def log_values(self, losses: StepLosses, batch: Batch) -> dict[str, float]:
         """``loss/<term>`` of every term, the pairs' MI bound and temperature, the policy's accuracy and
@@ -196,13 +213,16 @@ class TrainingStep:
             record[f"loss/{name}"] = float(value.detach())
             pair = next((p for p in PAIRS if p == name), None)
             if pair is not None:
-                record[f"health/mi_bound/{pair}"] = mutual_information_bound(value, len(batch))
+                columns = self.objective.candidates.get(pair, len(batch))  # B, plus the bank's entries
+                record[f"health/mi_bound/{pair}"] = mutual_information_bound(value, columns)
                 record[f"temperature/{pair}"] = 1.0 / float(losses.scales[pair].detach())
         logits = losses.out.logits
         if logits is not None:
             hit = (logits[:, 0].argmax(-1) == batch.action[:, 0]).float().mean()
             record["policy/accuracy"] = float(hit)
         record.update(self.aux.log_values())
+        if self.bank is not None:
+            record["memory_bank/fill"] = self.bank.fill()
         return record
 
 

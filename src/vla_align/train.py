@@ -32,7 +32,7 @@ from .errors import ConfigError, UserError
 from .model import TriModalModel
 from .progress import Bar, console, progress_bar, quiet
 from .selection import SelectionConfig, validation_metrics
-from .step import TrainingStep
+from .step import BANK, TrainingStep
 from .tracking import LogConfig, Tracker
 
 if TYPE_CHECKING:
@@ -257,7 +257,11 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool) -> TrainingRun:
         model.fit_normalizers(table.actions, table.state)
     model = model.to(device)
     cfg.model.text.backbone = model.text_backbone  # record the resolved choice ("auto" -> name)
-    sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history)
+    sampler = ChunkSampler(table, cfg.model.action.chunk_len, cfg.model.policy.history, cfg.data.hard_negatives)
+    if sampler.hard is not None:
+        say(
+            f"hard negatives: {cfg.data.hard_negatives.fraction:g} of each batch; neighbour pairs {sampler.hard.describe()}"
+        )
     unit = TrainingStep(cfg, model, table)
     optimizer = make_optimizer(model, cfg.train, unit.aux)
     balancer = cfg.loss.balancer.build(unit.names).to(device)
@@ -330,6 +334,8 @@ def restore(run: TrainingRun) -> int:
         run.training_step.aux.load_state_dict(state.get("aux") or {})
         run.balancer.load_state_dict(state.get("balancer") or run.balancer.state_dict())
         run.optimizer.load_state_dict(state["optimizer"])
+        if run.training_step.bank is not None:  # the queues, pointer and fill count: an exact continuation
+            run.training_step.bank.load_state_dict(state[BANK])
         start = int(state["step"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
@@ -454,6 +460,7 @@ def train_one_step(run: TrainingRun, step: int, log: Tracker, bar: Bar) -> bool:
             run.balancer,
             run.guard,
             steps=cfg.steps,
+            bank=run.training_step.bank,
         )
         run.saved_step = done
         keep_snapshot(run, done)
@@ -531,6 +538,8 @@ def check_finite_state(run: TrainingRun, done: int) -> None:
     bad += non_finite_entries(run.training_step.aux.state_dict(), "objectives")
     bad += non_finite_entries(run.optimizer.state_dict()["state"], "optimizer")
     bad += non_finite_entries(dict(run.balancer.named_parameters()), "balancer")
+    if run.training_step.bank is not None:
+        bad += non_finite_entries(run.training_step.bank.state_dict(), BANK)
     if bad:
         raise UserError(
             f"training stopped at step {done}: {len(bad)} tensors hold NaN or infinity (first: {bad[0]}); the "
@@ -577,6 +586,7 @@ def save_checkpoint(
     balancer: torch.nn.Module | None = None,
     guard: dict[str, int] | None = None,
     steps: int | None = None,
+    bank: torch.nn.Module | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # train_state.pt carries its own copy of the weights, so each file is self-consistent even
@@ -591,6 +601,7 @@ def save_checkpoint(
             "balancer": balancer.state_dict() if balancer is not None else {},
             "guard": dict(guard or {}),  # the finite-loss guard's counts (skipped steps, in a row)
             **({"steps": steps} if steps is not None else {}),  # the total the LR schedule ran over
+            **({BANK: bank.state_dict()} if bank is not None else {}),  # loss.memory_bank's queues
         },
         directory,
     )

@@ -473,4 +473,45 @@ def dataset_cases() -> list[Case]:
         *_image_cases(),
         *_place_cases(),
         *_eval_cases(),
+        *_dedup_cases(),
+    ]
+
+
+def _dedup_cases() -> list[Case]:
+    """`vla-align data dedup` and `data split --exclude` on bad inputs: nothing is written, nothing replaced."""
+
+    def make_file(ds: Path) -> None:
+        shutil.rmtree(ds)
+        ds.write_text("a file, not a dataset\n")
+
+    def foreign(ds: Path) -> None:
+        (ds.parent / "notes.json").write_text('{"mine": 1}\n')
+
+    def splits_file(ds: Path) -> None:
+        (ds.parent / "x.json").write_text('{"format": "vla-align-splits", "version": 1}\n')
+
+    dedup = ("data", "dedup", "{ds}")
+    return [
+        case("dedup-dataset-is-a-file", ("info.json|dataset",), make_file, argv=dedup),
+        case(
+            "dedup-out-inside-dataset",
+            ("refusing", "inside"),
+            lambda ds: None,
+            argv=(*dedup, "--out", "{ds}/meta/dups.json"),
+            why="the dedup file would be written into the dataset it reads",
+        ),
+        case(
+            "dedup-overwrite-foreign-file",
+            ("not a vla-align dedup file",),
+            foreign,
+            argv=(*dedup, "--out", "{root}/notes.json", "--overwrite"),
+            why="--overwrite must only ever replace a dedup file",
+        ),
+        case(
+            "split-exclude-not-a-dedup-file",
+            ("dedup or vote",),
+            splits_file,
+            argv=("data", "split", "{ds}", "--exclude", "{root}/x.json"),
+            why="--exclude takes dedup / vote files; a split file is not one",
+        ),
     ]

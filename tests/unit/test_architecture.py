@@ -16,7 +16,14 @@ from vla_align.sim import SIMULATORS
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "vla_align"
-SHARED = {"vla_align.errors", "vla_align.atomic", "vla_align.progress", "vla_align.modalities", "vla_align.registry"}
+SHARED = {
+    "vla_align.errors",
+    "vla_align.atomic",
+    "vla_align.progress",
+    "vla_align.modalities",
+    "vla_align.registry",
+    "vla_align.safety",  # what may be replaced or written where (atomic uses it too)
+}
 
 
 def _modules() -> dict[str, Path]:

@@ -145,3 +145,21 @@ def kind_of(path: Path) -> str:
 
 def flagged_ids(data: dict[str, Any]) -> set[int]:
     return {int(r["episode_index"]) for r in data["flagged"]}
+
+
+def read_exclusions(root: Path, files: list[str]) -> list[dict[str, Any]]:
+    """The flagged episodes of the dedup / vote files ``files`` (each checked to belong to the dataset at
+    ``root`` as it is now), as "excluded" records: the first file to flag an episode gives its reason."""
+    out: dict[int, dict[str, Any]] = {}
+    for name in files:
+        path = Path(name)
+        kind = kind_of(path)
+        if kind not in ("dedup", "vote"):
+            raise UserError(f"{path}: a {kind} file; --exclude takes dedup or vote files")
+        for r in load(path, kind, root)["flagged"]:
+            i = int(r["episode_index"])
+            reason = r.get("reason")
+            out.setdefault(
+                i, {"episode_index": i, "reason": reason if isinstance(reason, str) else kind, "file": str(path)}
+            )
+    return [out[i] for i in sorted(out)]

@@ -110,6 +110,16 @@ def load_split_file(path: Path) -> dict[str, Any]:
     for name, ids in splits.items():
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise _bad(path, f"splits[{name!r}] is not a list of episode indices")
+    excluded = data.get("excluded", [])
+    if not isinstance(excluded, list) or not all(
+        isinstance(r, dict)
+        and isinstance(r.get("episode_index"), int)
+        and not isinstance(r["episode_index"], bool)
+        and isinstance(r.get("reason", ""), str)
+        and isinstance(r.get("file", ""), str)
+        for r in excluded
+    ):
+        raise _bad(path, "field 'excluded' is not a list of records with an integer 'episode_index'")
     return data
 
 
@@ -132,6 +142,10 @@ def check_split_file(data: dict[str, Any], path: Path, root: Path, ids: np.ndarr
             if i in seen:
                 raise _bad(path, f"episode {i} is in both splits {seen[i]!r} and {name!r}; an episode may be in one")
             seen[i] = name
+    for r in data.get("excluded", []):
+        i = int(r["episode_index"])
+        if i in seen:
+            raise _bad(path, f"episode {i} is listed as excluded but is in split {seen[i]!r}")
     return out
 
 
@@ -323,10 +337,30 @@ class SplitRequest:
     ood: dict[str, list[str]] = field(default_factory=dict)
 
 
-def split_document(root: Path, catalog: Catalog, request: SplitRequest) -> dict[str, Any]:
-    """The JSON document of a split file for the dataset at ``root``."""
-    splits = make_splits(catalog, request.method, request.val, request.test, request.seed, request.ood)
-    return {
+def without_episodes(catalog: Catalog, drop: set[int]) -> Catalog:
+    """``catalog`` less the episodes whose index is in ``drop``."""
+    keep = [k for k, i in enumerate(catalog.ids.tolist()) if i not in drop]
+    return Catalog(
+        ids=catalog.ids[keep],
+        lengths=catalog.lengths[keep],
+        instructions=[catalog.instructions[k] for k in keep],
+        tasks=[catalog.tasks[k] for k in keep],
+    )
+
+
+def split_document(
+    root: Path, catalog: Catalog, request: SplitRequest, excluded: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The JSON document of a split file for the dataset at ``root``. ``excluded`` records
+    (``episode_index``, ``reason``, ``file``) name episodes left out of every split (``data split
+    --exclude``); the document keeps them under "excluded"."""
+    inside = catalog if not excluded else without_episodes(catalog, {int(r["episode_index"]) for r in excluded})
+    if len(inside.ids) == 0:
+        raise UserError(
+            f"the exclusion files flag all {len(catalog.ids)} episodes of {root}; no episode is left to split"
+        )
+    splits = make_splits(inside, request.method, request.val, request.test, request.seed, request.ood)
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "dataset": {
@@ -340,6 +374,9 @@ def split_document(root: Path, catalog: Catalog, request: SplitRequest) -> dict[
         "ood": request.ood,
         "splits": splits,
     }
+    if excluded is not None:
+        doc["excluded"] = excluded
+    return doc
 
 
 def summary_rows(catalog: Catalog, splits: dict[str, list[int]]) -> list[tuple[str, int, int, int, int]]:

@@ -9,13 +9,17 @@ import numpy as np
 import torch
 
 from ..modalities import Batch
+from .hard_negatives import HardNegativeConfig, HardNegatives, mine
 from .lerobot import FrameTable
 
 
 class ChunkSampler:
-    """Every frame of every episode is a sample; batches are drawn uniformly with replacement."""
+    """Every frame of every episode is a sample; batches are drawn uniformly with replacement, with
+    ``hard_negatives`` a share of each batch drawn as semantic neighbours of its other rows."""
 
-    def __init__(self, table: FrameTable, chunk_len: int, history: int = 1) -> None:
+    def __init__(
+        self, table: FrameTable, chunk_len: int, history: int = 1, hard_negatives: HardNegativeConfig | None = None
+    ) -> None:
         self.table = table
         self.chunk_len = chunk_len
         self.history = history  # previous actions per sample (discrete actions)
@@ -31,6 +35,11 @@ class ChunkSampler:
         uniform = weight is None or bool(np.all(weight == weight[0]))
         # (F,) running sum of the rows' sampling weights; None = uniform sampling
         self.cumulative: np.ndarray | None = None if uniform else np.cumsum(np.asarray(weight, np.float64))
+        self.hard_cfg = hard_negatives if hard_negatives is not None and hard_negatives.enabled else None
+        # the split's neighbour relation (data.hard_negatives); None = plain sampling
+        self.hard: HardNegatives | None = None
+        if self.hard_cfg is not None:
+            self.hard = mine(table, self.hard_cfg, None if uniform else weight)
 
     def __len__(self) -> int:
         return self.table.num_frames
@@ -64,7 +73,27 @@ class ChunkSampler:
 
     def draw(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         """``batch_size`` rows, uniformly with replacement, or in proportion to ``table.row_weight`` when the
-        data view set one (the time-alignment's down-weighting)."""
+        data view set one (the time-alignment's down-weighting). With hard negatives, the first rows are
+        drawn so (the anchors), the last ``hard_negatives.rows(batch_size)`` as their neighbours."""
+        if self.hard is None or self.hard_cfg is None:  # the plain path: the rows it always drew
+            return self.draw_plain(rng, batch_size)
+        return self.draw_with_hard(rng, batch_size)[0]
+
+    def draw_with_hard(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, anchor of each hard row, its kind): the hard rows are the last ``len(anchor)`` of ``rows``
+        and ``anchor`` holds positions among the first rows (``hard_negatives.KINDS`` indexes ``kind``)."""
+        n_hard = self.hard_cfg.rows(batch_size) if self.hard_cfg is not None and self.hard is not None else 0
+        anchors = self.draw_plain(rng, batch_size - n_hard)
+        if n_hard == 0 or self.hard is None:
+            none = np.zeros(0, np.int64)
+            return anchors, none, none
+        hard, where, kind = self.hard.draw(rng, anchors, n_hard)
+        if len(hard) < n_hard:  # no anchor of this batch has a neighbour: the rest drawn plainly
+            hard = np.concatenate([hard, self.draw_plain(rng, n_hard - len(hard))])
+        return np.concatenate([anchors, hard]), where, kind
+
+    def draw_plain(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """``batch_size`` rows, uniformly or by ``table.row_weight``, with replacement."""
         cumulative = self.cumulative
         if cumulative is None:
             return rng.integers(0, len(self), size=batch_size)

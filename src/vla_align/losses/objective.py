@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from ..balancing import BalancerConfig, FixedBalancerConfig
@@ -19,8 +20,9 @@ from ..codebook import CodebookConfig
 from ..config import as_variant, check_float, check_int
 from ..modalities import MODALITIES, PAIR_MODALITIES, PAIRS, Batch, Embeddings, Modality, Pair
 from ..physics import PhysicsConfig
-from .contrastive import group_positives, info_nce
+from .contrastive import group_positives, info_nce, info_nce_memory
 from .cycle import CycleConfig
+from .memory_bank import MemoryBank, MemoryBankConfig
 from .spectral import SpectralConfig
 
 
@@ -43,6 +45,7 @@ class LossConfig:
     weights: LossWeights = field(default_factory=LossWeights)  # the contrastive pairs' weights
     pairwise_first_steps: int = 0  # curriculum: image_text alone for this many steps, then all pairs
     shared_instruction_positives: bool = True  # samples with the same instruction are positives
+    memory_bank: MemoryBankConfig = field(default_factory=MemoryBankConfig)  # past embeddings as extra columns (5.7)
     cycle: CycleConfig = field(default_factory=CycleConfig)  # language as the bridge V <-> A (5.4)
     trimodal: float = 0.0  # weight of the tri-modal consistency term (5.6)
     paraphrase: float = 0.0  # weight of paraphrase consistency (gotcha 6)
@@ -68,6 +71,7 @@ class LossConfig:
 class AlignmentLoss:
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
+        self.candidates: dict[str, int] = {}  # per pair, the columns each row's softmax ran over last call
 
     def active_pairs(self, step: int) -> tuple[Pair, ...]:
         pairs = tuple(p for p in PAIRS if getattr(self.cfg.weights, p) > 0)
@@ -75,15 +79,47 @@ class AlignmentLoss:
             return ("image_text",)
         return pairs
 
-    def __call__(self, emb: Embeddings, batch: Batch, logit_scale: dict[Pair, Tensor], step: int) -> dict[str, Tensor]:
-        """Unweighted per-pair InfoNCE values, keyed by pair name."""
+    def __call__(
+        self,
+        emb: Embeddings,
+        batch: Batch,
+        logit_scale: dict[Pair, Tensor],
+        step: int,
+        bank: MemoryBank | None = None,
+    ) -> dict[str, Tensor]:
+        """Unweighted per-pair InfoNCE values, keyed by pair name; with ``bank``, the pairs it serves also
+        score the rows against its entries (read only: the caller enqueues the batch afterwards)."""
         text_pos = group_positives(batch.text_group) if self.cfg.shared_instruction_positives else None
         losses: dict[str, Tensor] = {}
         for pair in self.active_pairs(step):
             a, b = PAIR_MODALITIES[pair]
-            positives = text_pos if "text" in (a, b) else None
-            losses[pair] = info_nce(emb.get(a), emb.get(b), logit_scale[pair], positives)
+            shared = "text" in (a, b) and self.cfg.shared_instruction_positives
+            positives = text_pos if shared else None
+            z_a, z_b = emb.get(a), emb.get(b)
+            if bank is None or not bank.uses(pair, step):
+                losses[pair] = info_nce(z_a, z_b, logit_scale[pair], positives)
+                self.candidates[pair] = len(z_a)
+                continue
+            (queue_a, group_a), (queue_b, group_b) = bank.entries(a, step), bank.entries(b, step)
+            losses[pair] = info_nce_memory(
+                z_a,
+                z_b,
+                logit_scale[pair],
+                positives,
+                queue_a,
+                queue_b,
+                self._queue_positives(batch.text_group, group_a, shared),
+                self._queue_positives(batch.text_group, group_b, shared),
+            )
+            self.candidates[pair] = len(z_a) + min(len(queue_a), len(queue_b))
         return losses
+
+    @staticmethod
+    def _queue_positives(groups: Tensor, queued: Tensor, shared: bool) -> Tensor:
+        """(B, Q): the queue's entries of the row's instruction group are positives when the pair shares them."""
+        if shared:
+            return group_positives(groups, queued)
+        return torch.zeros(len(groups), len(queued), dtype=torch.bool, device=groups.device)
 
     def modalities(self, step: int) -> tuple[Modality, ...]:
         """The modalities the active pairs need at ``step``."""

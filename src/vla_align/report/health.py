@@ -6,8 +6,10 @@
 * linear CKA and mean CCA between the image, text and action subspaces;
 * γ_VA(f): the image embedding of every frame, mapped onto the action channels by ridge regression fitted
   on half of the episodes, against the actions (one-hot for discrete), on the other half;
-* the vision–action offset: per episode, the lag of the cross-correlation peak between the two (only
-  meaningful at control rates ≥ 5 Hz; turn-based data reports "not applicable").
+* the camera–controller offset: P50 over the split's episodes of ``vla-align data align``'s estimate
+  (cross-correlation of frame motion with the state / actions; only meaningful at control rates ≥ 5 Hz,
+  turn-based data reports "not applicable"). A run trained with ``--data.align`` reads the corrected view,
+  so its report shows the residual offset.
 """
 
 from __future__ import annotations
@@ -90,19 +92,18 @@ def fit_projection(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.linalg.solve(gram, x.T @ a)
 
 
-def _offset_ms(v: np.ndarray, a: np.ndarray, fps: float) -> float | None:
-    """|lag| in ms of the cross-correlation peak (summed over channels) within ±0.5 s."""
-    max_lag = max(1, int(0.5 * fps))
-    if len(v) <= 2 * max_lag:
+def offset_p50_ms(table: FrameTable) -> float | None:
+    """P50 of the episodes' |camera ↔ controller offset| in ms, by the estimator of ``vla-align data
+    align`` (model-free: frame motion against the state / actions); None when no episode aligns."""
+    from ..data.align import AlignConfig, estimate_offsets
+    from ..errors import DatasetError
+
+    try:
+        offsets, _ = estimate_offsets(table, AlignConfig())
+    except DatasetError:  # too short, no signal: nothing to report
         return None
-    v = v - v.mean(0)
-    a = a - a.mean(0)
-    scores = [
-        float((v[max(0, k) : len(v) + min(0, k)] * a[max(0, -k) : len(a) - max(0, k)]).sum())
-        for k in range(-max_lag, max_lag + 1)
-    ]
-    lag = int(np.argmax(scores)) - max_lag
-    return abs(lag) * 1000.0 / fps
+    values = [abs(o.offset_ms) for o in offsets if o.status == "ok" and o.offset_ms is not None]
+    return float(np.median(values)) if values else None
 
 
 def compute_health(model: TriModalModel, table: FrameTable, split: str, seed: int = 0) -> Health:
@@ -192,16 +193,7 @@ def _spectral(model: TriModalModel, table: FrameTable, h: Health, seed: int) -> 
     else:
         h.freqs, h.gamma, h.band, h.band_coherence = spec
     if table.fps >= OFFSET_MIN_FPS:
-        offsets = []
-        start = 0
-        for e in test_eps:
-            length = int(table.episode_length[e])
-            value = _offset_ms(v[start : start + length], a[start : start + length], table.fps)
-            if value is not None:
-                offsets.append(value)
-            start += length
-        if offsets:
-            h.offset_p50_ms = float(np.median(offsets))
+        h.offset_p50_ms = offset_p50_ms(table)
     else:
         h.notes.append(f"offset: not applicable at {table.fps:g} Hz (turn-based data has no sub-step timing)")
 

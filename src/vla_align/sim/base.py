@@ -37,6 +37,7 @@ import torch
 
 from ..atomic import write_text
 from ..config import check_float, check_int, check_seed, check_split
+from ..data.hard_negatives import HardNegativeConfig
 from ..errors import ConfigError, UserError
 from ..registry import Registry
 
@@ -314,6 +315,7 @@ class DataConfig:
     exclude: tuple[
         str, ...
     ] = ()  # dedup / vote files (`vla-align data dedup|vote`): their flagged episodes leave train
+    hard_negatives: HardNegativeConfig = field(default_factory=HardNegativeConfig)  # semantic hard negatives (5.7)
 
     def __post_init__(self) -> None:
         if self.source not in SIMULATORS:

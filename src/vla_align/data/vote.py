@@ -1,9 +1,0 @@
-"""`vla-align data vote` (work in progress)."""
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def add_command(sims: Any, parser_class: Any) -> None:
-    sims.add_parser("vote", help="(in progress)")
