@@ -52,7 +52,7 @@ def cell_flags(cell: str, args: argparse.Namespace, bank: int) -> list[str]:
         flags += ["--data.hard-negatives.kinds", *args.hard_kinds]
     if args.no_select:
         flags += ["--train.select.every", "0"]
-    return flags
+    return flags + args.flags
 
 
 def train_samples(data: Path) -> int:
@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--hard-kinds", nargs="+", default=["attribute"], help="attribute, verb, scene")
     parser.add_argument("--no-select", action="store_true", help="no validation checks (--train.select.every 0)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-negatives"))
+    parser.add_argument(
+        "--flags", nargs=argparse.REMAINDER, default=[], help="more training flags for every cell (put it last)"
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of the finished cells")
     args = parser.parse_args()
     env = {**os.environ, "VLA_ALIGN_QUIET": "1"}

@@ -1,24 +1,22 @@
 """Mutual-vote filtering (`vla-align data vote`, chapter 5.7) against known instruction faults.
 
-1. corrupt: from a clean dataset, write a noisy copy in which a fraction of the TRAINING episodes get
-   the instruction of another random episode whose instruction differs; the ground truth goes to
-   ``NOISY.faults.json`` beside the copy (never inside it). info.json's splits are kept.
+1. a noisy copy of a clean dataset in which 10 % of the TRAINING episodes get the instruction of
+   another episode whose instruction differs (the truth goes to NOISY/meta/vla_align/faults.json):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vote_faults.py corrupt --data datasets/babyai \\
-        --out datasets/babyai-noisy --rate 0.1 --seed 0
+    .venv/bin/vla-align data inject datasets/goto3k --out datasets/goto3k-noisy --wrong-instruction 0.1
 
-2. train a run on the noisy copy, keeping checkpoints (so early ones can vote):
+2. a run trained on the noisy copy, keeping checkpoints (so early ones can vote):
 
-    OMP_NUM_THREADS=1 .venv/bin/vla-align train --preset quick --data datasets/babyai-noisy \\
-        --out runs/noisy --train.keep-checkpoints 20
+    .venv/bin/vla-align train --preset babyai-quick --data datasets/goto3k-noisy --out runs/noisy \
+        --train.keep-checkpoints 4 --train.checkpoint-every 250
 
-3. measure: vote with the run (its final weights and the kept checkpoints named) and print, per
-   checkpoint / pooling / top-k, precision and recall of the flagged training episodes against the ground
-   truth at several thresholds, the average precision of the agreement score (lower = more suspect), and
-   the wall time and CPU seconds of embedding and voting:
+3. this script: vote with the run (its final weights and the kept checkpoints named) and print, per
+   checkpoint / pooling / top-k, precision and recall of the flagged training episodes against the truth
+   at several thresholds, the average precision of the agreement score (lower = more suspect), and the
+   wall time and CPU seconds of embedding and voting:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vote_faults.py measure --noisy datasets/babyai-noisy \\
-        --run runs/noisy --checkpoints final step-000500 step-001000 --top-k 1 3 5 --pool mean max
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vote_faults.py --noisy datasets/goto3k-noisy \
+        --run runs/noisy --checkpoints final step-000500 --top-k 1 3 5 --pool mean max
 
 The score of the instruction check alone (``instruction_agreement``) is reported beside the episode's
 overall ``agreement``, since the injected faults are instruction faults.
@@ -27,7 +25,6 @@ overall ``agreement``, since the injected faults are instruction faults.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -39,61 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vla_align.data.info_checks import parse_splits  # noqa: E402
-from vla_align.data.lerobot import read_dataset, read_episodes, read_info  # noqa: E402
-from vla_align.data.lerobot_write import write_dataset  # noqa: E402
+from vla_align.data.inject import read_truth  # noqa: E402
+from vla_align.data.lerobot import read_dataset  # noqa: E402
 from vla_align.vote import VoteConfig, check_votable, decide, embed_episodes, vote_ranks  # noqa: E402
-
-FORMAT = "vla-align-vote-faults"
-
-
-def faults_path(noisy: Path) -> Path:
-    return noisy.with_name(noisy.name + ".faults.json")
-
-
-def corrupt(clean: Path, out: Path, rate: float, seed: int, overwrite: bool) -> None:
-    info = read_info(clean)
-    splits = parse_splits(info, clean / "meta" / "info.json")
-    if "train" not in splits:
-        raise SystemExit(f"{clean}: info.json has no train split; the faults go into training episodes")
-    if clean.with_name(clean.name + ".splits.json").is_file():
-        print(f"note: {clean}.splits.json is not copied; the noisy copy uses info.json's splits {splits}")
-    episodes = read_episodes(clean)
-    start, end = splits["train"]
-    rng = np.random.default_rng(seed)
-    train = np.arange(start, min(end, len(episodes)))
-    chosen = np.sort(rng.choice(train, size=round(rate * len(train)), replace=False))
-    truth = []
-    for e in chosen:
-        original = episodes[e].instruction
-        donors = [i for i in range(len(episodes)) if episodes[i].instruction != original]
-        donor = int(rng.choice(donors))
-        truth.append({"episode_index": int(e), "original": original, "replaced": episodes[donor].instruction})
-        episodes[e].instruction = episodes[donor].instruction
-    extra = {k: v for k, v in info.get("vla_align", {}).items() if k != "action_spec"}
-    write_dataset(
-        out,
-        iter(episodes),
-        action_spec=read_dataset(clean, max_episodes=1).action_spec,
-        fps=float(info["fps"]),
-        splits=splits,
-        robot_type=str(info.get("robot_type", "unknown")),
-        extra=extra,
-        overwrite=overwrite,
-        total_episodes=len(episodes),
-    )
-    doc = {
-        "format": FORMAT,
-        "clean": str(clean.resolve()),
-        "noisy": str(out.resolve()),
-        "rate": rate,
-        "seed": seed,
-        "train_episodes": len(train),
-        "corrupted": truth,
-    }
-    faults_path(out).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}: {len(truth)} of {len(train)} training episodes got another episode's instruction")
-    print(f"ground truth: {faults_path(out)}")
 
 
 def precision_recall(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -115,9 +60,9 @@ def measure(args: argparse.Namespace) -> None:
     from vla_align import checkpoint
     from vla_align.runs import load_model
 
-    truth_doc = json.loads(faults_path(args.noisy).read_text(encoding="utf-8"))
+    truth_doc = read_truth(args.noisy)
     table = read_dataset(args.noisy, split="train")
-    bad = {r["episode_index"] for r in truth_doc["corrupted"]}
+    bad = {int(i) for i in truth_doc.get("wrong_instruction", {})}
     truth = np.isin(table.episode_ids, sorted(bad))
     print(
         f"machine: {platform.node()} {platform.machine()}, torch {torch.__version__}, "
@@ -125,7 +70,7 @@ def measure(args: argparse.Namespace) -> None:
     )
     print(
         f"dataset: {args.noisy} train split, {table.num_episodes} episodes, {int(truth.sum())} corrupted "
-        f"({truth_doc['rate']:.0%} of training, seed {truth_doc['seed']}); run {args.run}"
+        f"({truth_doc['params']['wrong_instruction']:.0%} of training, seed {truth_doc['seed']}); run {args.run}"
     )
     header = "| checkpoint | pool | top-k | threshold | flagged | precision | recall | AP agreement | AP instruction |"
     lines = [header, "|" + "---|" * 9]
@@ -164,27 +109,15 @@ def measure(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("corrupt", help="write a noisy copy of a clean dataset and its ground truth")
-    c.add_argument("--data", type=Path, required=True, help="the clean dataset")
-    c.add_argument("--out", type=Path, required=True, help="the noisy copy to write")
-    c.add_argument("--rate", type=float, default=0.1, help="fraction of training episodes corrupted")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--overwrite", action="store_true")
-    m = sub.add_parser("measure", help="vote with a run trained on the noisy copy; precision / recall")
-    m.add_argument("--noisy", type=Path, required=True)
-    m.add_argument("--run", type=Path, required=True)
-    m.add_argument("--checkpoints", nargs="+", default=["final"], help="final and/or kept step-NNNNNN names")
-    m.add_argument("--pool", nargs="+", default=["mean", "max"], choices=["mean", "max"])
-    m.add_argument("--top-k", nargs="+", type=int, default=[1, 3, 5])
-    m.add_argument("--thresholds", nargs="+", type=float, default=[-0.05, 0.0, 0.05, 0.1])
-    m.add_argument("--frames", type=int, default=8)
-    m.add_argument("--chunks", type=int, default=8)
-    args = parser.parse_args()
-    if args.cmd == "corrupt":
-        corrupt(args.data, args.out, args.rate, args.seed, args.overwrite)
-    else:
-        measure(args)
+    parser.add_argument("--noisy", type=Path, required=True, help="a dataset written by `vla-align data inject`")
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--checkpoints", nargs="+", default=["final"], help="final and/or kept step-NNNNNN names")
+    parser.add_argument("--pool", nargs="+", default=["mean", "max"], choices=["mean", "max"])
+    parser.add_argument("--top-k", nargs="+", type=int, default=[1, 3, 5])
+    parser.add_argument("--thresholds", nargs="+", type=float, default=[-0.05, 0.0, 0.05, 0.1])
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--chunks", type=int, default=8)
+    measure(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class TrainingStep:
         if bank.enabled:
             bank.check_samples(table.num_frames, str(table.root))
             queued = bank.modalities(self.objective.active_pairs(cfg.loss.pairwise_first_steps))  # all trained pairs
-            self.bank = bank.build(cfg.model.embed_dim, queued).to(self.device) if queued else None
+            start = bank.first_step(cfg.train.warmup_steps, cfg.train.batch_size)
+            self.bank = bank.build(cfg.model.embed_dim, queued, start).to(self.device) if queued else None
         self.aux = AuxiliaryLosses(cfg.loss, model, table).to(self.device)
         policy = cfg.model.policy
         if (self.aux.needs_policy or cfg.loss.modality_dropout > 0) and not policy.enabled:

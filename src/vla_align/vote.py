@@ -127,10 +127,13 @@ class VoteTable:
 
 
 def spaced(length: int, count: int, step: int = 1) -> np.ndarray:
-    """Up to ``count`` evenly spaced offsets among ``0, step, 2 step, ... < length`` (first and last kept)."""
+    """Up to ``count`` evenly spaced offsets among ``0, step, 2 step, ... < length`` (first and last kept;
+    ``count`` 1: the last, where a finished demonstration shows what its instruction asked for)."""
     starts = np.arange(0, length, step)
     if len(starts) <= count:
         return starts
+    if count == 1:
+        return starts[-1:]
     return starts[np.unique(np.round(np.linspace(0, len(starts) - 1, count)).astype(np.int64))]
 
 

@@ -254,7 +254,9 @@ def _pca(x: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:
     mean, std = sample.mean(0), sample.std(0) + 1e-6
     _, _, vt = np.linalg.svd((sample - mean) / std, full_matrices=False)
     basis = vt[: min(dim, vt.shape[0])].T  # (D, P)
-    out: np.ndarray = (((x - mean) / std) @ basis).astype(np.float32)
+    out = np.empty((len(x), basis.shape[1]), np.float32)
+    for i in range(0, len(x), 8192):  # in blocks: no float64 copy of the whole (F, D) array
+        out[i : i + 8192] = ((x[i : i + 8192] - mean) / std) @ basis
     return out
 
 

@@ -17,6 +17,13 @@ Why detached past embeddings (cross-batch memory, XBM) rather than MoCo's moment
 * the staleness is bounded and known: an entry is at most ``size / batch_size`` steps old, and
   ``max_age`` drops older entries outright (XBM's observation: embeddings drift slowly once the
   first steps are over, ``start_step`` keeps the bank out of the loss until then).
+
+The start matters. At initialisation the encoders map everything to nearly one point, so a queue
+filled then holds near-identical entries; their pull (positives) and push (negatives) cancel, the B
+in-batch columns carry a share B / (B + Q) of the softmax, and the run never leaves chance (measured
+on BabyAI GoToLocal at batch 64 with Q = 4,096 and the bank from step 0: image-text InfoNCE at
+log(B + Q) for all 1,000 steps). ``start_step`` -1 (the default) therefore lets the bank in only after
+the learning-rate warm-up and one full turn of the queue, ``max(train.warmup_steps, ⌈Q / B⌉)``.
 """
 
 from __future__ import annotations
@@ -36,12 +43,12 @@ class MemoryBankConfig:
     size: int = 0  # past samples kept per modality as extra InfoNCE columns (0 = off)
     pairs: tuple[str, ...] = PAIRS  # the pairs whose InfoNCE gets the queue's columns
     max_age: int = 0  # entries written more than this many steps ago are left out (0 = any age)
-    start_step: int = 0  # the queue's columns join the loss from this step on (it fills from step 0)
+    start_step: int = -1  # the queue's columns join the loss from this step (-1: after warm-up and one turn)
 
     def __post_init__(self) -> None:
         check_int("loss.memory_bank.size", self.size, 0, why="queued samples per modality, 0 = off")
         check_int("loss.memory_bank.max_age", self.max_age, 0, why="steps, 0 = any age")
-        check_int("loss.memory_bank.start_step", self.start_step, 0)
+        check_int("loss.memory_bank.start_step", self.start_step, -1, why="-1 = after warm-up and one turn")
         self.pairs = tuple(self.pairs)
         unknown = [p for p in self.pairs if p not in PAIRS]
         if unknown or not self.pairs or len(set(self.pairs)) != len(self.pairs):
@@ -67,8 +74,14 @@ class MemoryBankConfig:
                 f"use at most {samples}"
             )
 
-    def build(self, dim: int, modalities: tuple[Modality, ...]) -> MemoryBank:
-        return MemoryBank(self, dim, modalities)
+    def first_step(self, warmup_steps: int, batch_size: int) -> int:
+        """The step from which the queue's columns join the loss (``start_step``; -1: see the module)."""
+        if self.start_step >= 0:
+            return self.start_step
+        return max(warmup_steps, -(-self.size // batch_size))
+
+    def build(self, dim: int, modalities: tuple[Modality, ...], start: int = 0) -> MemoryBank:
+        return MemoryBank(self, dim, modalities, start)
 
 
 class Queue(nn.Module):
@@ -114,15 +127,16 @@ class Queue(nn.Module):
 class MemoryBank(nn.Module):
     """The queues of the modalities a run's bank pairs need; its ``state_dict`` is the whole state."""
 
-    def __init__(self, cfg: MemoryBankConfig, dim: int, modalities: tuple[Modality, ...]) -> None:
+    def __init__(self, cfg: MemoryBankConfig, dim: int, modalities: tuple[Modality, ...], start: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
+        self.start = start  # the first step whose loss takes the queue's columns
         self.queues = nn.ModuleDict({m: Queue(cfg.size, dim) for m in modalities})
 
     def uses(self, pair: Pair, step: int) -> bool:
         """Whether the pair's InfoNCE takes the queue's columns at ``step``."""
         a, b = PAIR_MODALITIES[pair]
-        return step >= self.cfg.start_step and pair in self.cfg.pairs and a in self.queues and b in self.queues
+        return step >= self.start and pair in self.cfg.pairs and a in self.queues and b in self.queues
 
     def entries(self, modality: Modality, step: int) -> tuple[Tensor, Tensor]:
         queue = self.queues[modality]
