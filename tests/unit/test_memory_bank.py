@@ -178,7 +178,7 @@ def test_training_with_a_bank_logs_its_fill_and_resumes_bitwise(
 
     data = write_synthetic(tmp_path / "ds", n_train=24, n_val=4, n_test=4)
     flags = ["train", "--preset", "tiny", "--data", str(data), "--train.steps", "6", "--train.log-every", "1"]
-    flags += ["--train.batch-size", "8", "--loss.memory-bank.size", "20", "--loss.memory-bank.start-step", "2"]
+    flags += ["--train.batch-size", "8", "--loss.memory-bank.size", "20", "--loss.memory-bank.start-step", "2", "--loss.memory-bank.wait-warmup", "false"]
     assert main([*flags, "--out", str(tmp_path / "full")]) == 0
     records = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     fills = [r["memory_bank/fill"] for r in records if "memory_bank/fill" in r]
@@ -211,6 +211,7 @@ def test_the_bank_joins_after_the_warm_up_and_one_turn_by_default() -> None:
     cfg = MemoryBankConfig(size=4096)
     assert cfg.first_step(warmup_steps=100, batch_size=64) == 100
     assert cfg.first_step(warmup_steps=10, batch_size=64) == 64
-    assert MemoryBankConfig(size=4096, start_step=0).first_step(100, 64) == 0
+    assert MemoryBankConfig(size=4096, wait_warmup=False).first_step(100, 64) == 0
+    assert MemoryBankConfig(size=4096, start_step=300).first_step(100, 64) == 300
     bank = cfg.build(8, ("image", "text"), start=100)
     assert not bank.uses("image_text", 99) and bank.uses("image_text", 100)

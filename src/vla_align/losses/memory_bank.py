@@ -22,8 +22,9 @@ The start matters. At initialisation the encoders map everything to nearly one p
 filled then holds near-identical entries; their pull (positives) and push (negatives) cancel, the B
 in-batch columns carry a share B / (B + Q) of the softmax, and the run never leaves chance (measured
 on BabyAI GoToLocal at batch 64 with Q = 4,096 and the bank from step 0: image-text InfoNCE at
-log(B + Q) for all 1,000 steps). ``start_step`` -1 (the default) therefore lets the bank in only after
-the learning-rate warm-up and one full turn of the queue, ``max(train.warmup_steps, ⌈Q / B⌉)``.
+log(B + Q) for all 1,000 steps). ``wait_warmup`` (the default) therefore lets the bank in only after
+the learning-rate warm-up and one full turn of the queue, ``max(start_step, train.warmup_steps, ⌈Q / B⌉)``.
+(It is no cure: on that data the bank still hurts when it joins at step 100, see README.)
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ class MemoryBankConfig:
     size: int = 0  # past samples kept per modality as extra InfoNCE columns (0 = off)
     pairs: tuple[str, ...] = PAIRS  # the pairs whose InfoNCE gets the queue's columns
     max_age: int = 0  # entries written more than this many steps ago are left out (0 = any age)
-    start_step: int = -1  # the queue's columns join the loss from this step (-1: after warm-up and one turn)
+    start_step: int = 0  # the queue's columns join the loss from this step on (it fills from step 0)
+    wait_warmup: bool = True  # and not before the warm-up and one turn of the queue, max(warmup_steps, ⌈Q / B⌉)
 
     def __post_init__(self) -> None:
         check_int("loss.memory_bank.size", self.size, 0, why="queued samples per modality, 0 = off")
         check_int("loss.memory_bank.max_age", self.max_age, 0, why="steps, 0 = any age")
-        check_int("loss.memory_bank.start_step", self.start_step, -1, why="-1 = after warm-up and one turn")
+        check_int("loss.memory_bank.start_step", self.start_step, 0)
         self.pairs = tuple(self.pairs)
         unknown = [p for p in self.pairs if p not in PAIRS]
         if unknown or not self.pairs or len(set(self.pairs)) != len(self.pairs):
@@ -75,10 +77,11 @@ class MemoryBankConfig:
             )
 
     def first_step(self, warmup_steps: int, batch_size: int) -> int:
-        """The step from which the queue's columns join the loss (``start_step``; -1: see the module)."""
-        if self.start_step >= 0:
+        """The step from which the queue's columns join the loss (``start_step``, and with ``wait_warmup``
+        not before the warm-up and one turn of the queue: see the module)."""
+        if not self.wait_warmup:
             return self.start_step
-        return max(warmup_steps, -(-self.size // batch_size))
+        return max(self.start_step, warmup_steps, -(-self.size // batch_size))
 
     def build(self, dim: int, modalities: tuple[Modality, ...], start: int = 0) -> MemoryBank:
         return MemoryBank(self, dim, modalities, start)
