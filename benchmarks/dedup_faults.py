@@ -33,22 +33,8 @@ from benchmarks.common import cpu_name  # noqa: E402
 
 from vla_align.data.dedup import DedupParams, dedup_dataset  # noqa: E402
 from vla_align.data.episode import Episode  # noqa: E402
-from vla_align.data.lerobot import FrameTable, read_dataset, write_dataset  # noqa: E402
+from vla_align.data.lerobot import episode_at, read_dataset, write_dataset  # noqa: E402
 from vla_align.data.split_file import episodes_of_split  # noqa: E402
-
-
-def episode_of(t: FrameTable, e: int) -> Episode:
-    rows = slice(int(t.episode_start[e]), int(t.episode_start[e] + t.episode_length[e]))
-    return Episode(
-        frames=t.frames[rows],
-        actions=t.actions[rows],
-        instruction=t.instructions[e],
-        task=t.env_tasks[e],
-        fps=t.fps,
-        seed=int(t.seeds[e]),
-        success=bool(t.success[e]),
-        state=None if t.state is None else t.state[rows],
-    )
 
 
 def rerender(
@@ -99,7 +85,7 @@ def inject(src: Path, out: Path, exact: float, noisy: float, args: argparse.Name
 
     def episodes() -> Iterator[Episode]:
         for p, kind, _ in order:
-            ep = episode_of(t, p)
+            ep = episode_at(t, p)
             yield rerender(ep, rng, args.sigma, args.shift, args.action_noise, std) if kind == "noisy" else ep
 
     write_dataset(

@@ -178,7 +178,16 @@ def test_training_with_a_bank_logs_its_fill_and_resumes_bitwise(
 
     data = write_synthetic(tmp_path / "ds", n_train=24, n_val=4, n_test=4)
     flags = ["train", "--preset", "tiny", "--data", str(data), "--train.steps", "6", "--train.log-every", "1"]
-    flags += ["--train.batch-size", "8", "--loss.memory-bank.size", "20", "--loss.memory-bank.start-step", "2", "--loss.memory-bank.wait-warmup", "false"]
+    flags += [
+        "--train.batch-size",
+        "8",
+        "--loss.memory-bank.size",
+        "20",
+        "--loss.memory-bank.start-step",
+        "2",
+        "--loss.memory-bank.wait-warmup",
+        "false",
+    ]
     assert main([*flags, "--out", str(tmp_path / "full")]) == 0
     records = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     fills = [r["memory_bank/fill"] for r in records if "memory_bank/fill" in r]

@@ -36,7 +36,7 @@ from .. import atomic, safety
 from ..errors import UserError
 from .episode import Episode
 from .info_checks import parse_splits
-from .lerobot import FrameTable, read_dataset, read_info
+from .lerobot import FrameTable, episode_at, read_dataset, read_info
 from .lerobot_write import write_dataset
 
 FAULTS_PATH = Path("meta") / "vla_align" / "faults.json"
@@ -69,20 +69,6 @@ def lagged(frames: np.ndarray, lag: int) -> np.ndarray:
     """Frames of a camera ``lag`` steps late (early if negative): row t shows row clip(t - lag)."""
     n = len(frames)
     return frames[np.clip(np.arange(n) - lag, 0, n - 1)]
-
-
-def _episode(t: FrameTable, e: int) -> Episode:
-    rows = slice(int(t.episode_start[e]), int(t.episode_start[e] + t.episode_length[e]))
-    return Episode(
-        frames=t.frames[rows],
-        actions=t.actions[rows],
-        instruction=t.instructions[e],
-        task=t.env_tasks[e],
-        fps=t.fps,
-        seed=int(t.seeds[e]),
-        success=bool(t.success[e]),
-        state=None if t.state is None else t.state[rows],
-    )
 
 
 def _plan(t: FrameTable, splits: dict[str, tuple[int, int]], f: Faults) -> tuple[list[tuple[int, str]], dict[str, Any]]:
@@ -133,7 +119,7 @@ def _stream(t: FrameTable, order: list[tuple[int, str]], truth: dict[str, Any], 
     lags = truth.get("lag_steps", {})
     std = t.actions.std(0) if t.actions.ndim == 2 else None
     for i, (p, kind) in enumerate(order):
-        ep = _episode(t, p)
+        ep = episode_at(t, p)
         if kind == "noisy":
             noise = rng.normal(0.0, f.noise_pixels, size=ep.frames.shape)
             ep.frames = np.clip(ep.frames + noise, 0, 255).round().astype(np.uint8)

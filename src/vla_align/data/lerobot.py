@@ -63,7 +63,7 @@ from .row_checks import (
 from .split_file import episodes_of_split
 from .video import VideoReader
 
-__all__ = ["FrameTable", "read_dataset", "read_episodes", "read_info", "write_dataset"]
+__all__ = ["FrameTable", "episode_at", "read_dataset", "read_episodes", "read_info", "write_dataset"]
 
 
 @dataclass
@@ -652,22 +652,22 @@ def read_dataset(
     )
 
 
+def episode_at(t: FrameTable, e: int) -> Episode:
+    """Episode ``e`` (a position) of ``t`` as an :class:`Episode` (views of the table's arrays, no copy)."""
+    rows = slice(int(t.episode_start[e]), int(t.episode_start[e] + t.episode_length[e]))
+    return Episode(
+        frames=t.frames[rows],
+        actions=t.actions[rows],
+        instruction=t.instructions[e],
+        task=t.env_tasks[e],
+        fps=t.fps,
+        seed=int(t.seeds[e]),
+        success=bool(t.success[e]),
+        state=None if t.state is None else t.state[rows],
+    )
+
+
 def read_episodes(path: str | Path, split: str | None = None) -> list[Episode]:
     """The episodes of ``split`` as :class:`Episode` objects (round-trip tests, small datasets)."""
     t = read_dataset(path, split)
-    out = []
-    for e in range(t.num_episodes):
-        rows = slice(int(t.episode_start[e]), int(t.episode_start[e] + t.episode_length[e]))
-        out.append(
-            Episode(
-                frames=t.frames[rows],
-                actions=t.actions[rows],
-                instruction=t.instructions[e],
-                task=t.env_tasks[e],
-                fps=t.fps,
-                seed=int(t.seeds[e]),
-                success=bool(t.success[e]),
-                state=None if t.state is None else t.state[rows],
-            )
-        )
-    return out
+    return [episode_at(t, e) for e in range(t.num_episodes)]
