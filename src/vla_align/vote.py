@@ -433,7 +433,7 @@ def check_compatible(run_dir: Path, dataset: dict[str, Any], table: FrameTable) 
 
 def cmd_vote(args: argparse.Namespace) -> dict[str, Any]:
     """Vote on every episode of ``--data`` (default: the run's dataset) and write the vote file beside it."""
-    from . import checkpoint, safety
+    from . import checkpoint
     from .data.lerobot import read_dataset, read_info
     from .runs import load_model, load_run_config
     from .train import resolve_device
@@ -456,8 +456,7 @@ def cmd_vote(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.data) if args.data else Path(extra["dataset"]["path"])
     info = read_info(root)
     out = Path(args.out) if args.out else sidecar.default_path(root, "vote")
-    safety.check_outside(out, [root])
-    sidecar.check_writable(out, "vote", args.overwrite)
+    sidecar.check_writable(out, "vote", args.overwrite, root)
     options = run_cfg.data.frame_options(root)
     first = read_dataset(root, split=args.split, max_episodes=1, **options)  # cheap checks before reading it all
     check_compatible(run_dir, extra["dataset"], first)

@@ -173,6 +173,8 @@ def test_cli_inject_align_and_train_on_the_corrected_view(tmp_path: Path, cli) -
     assert tree_hash(src) == before  # sources are only read
     code, _, err = cli("data", "align", str(lag))
     assert code == 2 and "already exists" in err
+    code, _, err = cli("data", "align", str(lag), "--out", str(lag / "meta" / "offsets.json"))
+    assert code == 2 and "refusing" in err and not (lag / "meta" / "offsets.json").exists()
     (tmp_path / "x.json").write_text("{}")
     code, _, err = cli("data", "align", str(lag), "--out", str(tmp_path / "x.json"), "--overwrite")
     assert code == 2 and "not a vla-align align file" in err

@@ -472,7 +472,7 @@ def cmd_align(args: argparse.Namespace) -> None:
     )
     cfg.check()
     out = Path(args.out) if args.out else sidecar.default_path(root, "align")
-    sidecar.check_writable(out, "align", args.overwrite)
+    sidecar.check_writable(out, "align", args.overwrite, root)
     t0, c0 = time.perf_counter(), time.process_time()
     console.print(f"reading {root} ...", highlight=False)
     table = read_dataset(root, split=args.split)

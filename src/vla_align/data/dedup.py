@@ -536,14 +536,12 @@ def add_command(sims: Any, parser_class: Any) -> None:
 
 def cmd_data_dedup(args: argparse.Namespace) -> None:
     """Write the dedup file of ``args.dir`` beside it and print what it found."""
-    from .. import safety
 
     root = Path(args.dir)
     read_info(root)  # a LeRobot v3.0 dataset, checked, before anything else
     params = DedupParams(frame_tol=args.frame_tol, action_tol=args.action_tol, length_tol=args.length_tol)
     out = Path(args.out) if args.out else sidecar.default_path(root, KIND)
-    safety.check_outside(out, [root])
-    sidecar.check_writable(out, KIND, args.overwrite)
+    sidecar.check_writable(out, KIND, args.overwrite, root)
     doc = dedup_dataset(root, params, args.splits)
     sidecar.write(out, doc)
     _print_summary(doc, out)

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
+from .. import atomic, safety
 from ..errors import DatasetError, UserError
 from .split_file import dataset_meta_hash, default_split_path
 
@@ -63,8 +63,10 @@ def document(
     }
 
 
-def check_writable(out: Path, kind: str, overwrite: bool) -> None:
-    """Refuse to replace a file that is not a ``kind`` quality file, or any file without ``overwrite``."""
+def check_writable(out: Path, kind: str, overwrite: bool, root: Path) -> None:
+    """Refuse a place inside the dataset ``root`` (it is never written), a file that is not a ``kind``
+    quality file, or any existing file without ``overwrite``."""
+    safety.check_outside(out, [root])
     if out.is_dir():
         raise UserError(f"{out} is a folder; --out names the {kind} file to write")
     if not out.exists():
